@@ -1,0 +1,10 @@
+"""Registers the suite's fixture modules; nothing else lives here."""
+
+pytest_plugins = [
+    "fixtures.options",
+    "fixtures.cluster",
+    "fixtures.namespaces",
+    "fixtures.hosts",
+    "fixtures.workloads",
+    "fixtures.reporting",
+]

@@ -1,0 +1,134 @@
+"""Build the cluster's binaries from upstream Go modules, cached outside the checkout.
+
+k8s.io/kubernetes cannot be `go install`ed (its go.mod replaces the staging modules with
+local paths), so a small wrapper module requires it and points every staging module at
+its published version; that list is generated from the release's own go.mod.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from .errors import TestbedError
+from .paths import COREDNS_VERSION, CRICTL_VERSION, GO_CACHE, bin_dir, go_env
+
+KUBE_CMDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"]
+ALL_BINARIES = KUBE_CMDS + ["etcd", "crictl", "coredns"]
+VERSION_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
+
+ETCD_MAIN = """package main
+
+import (
+\t"os"
+
+\t"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+"""
+
+
+def _go(args: list[str], cwd: Path, log: Path, timeout: float = 3600) -> subprocess.CompletedProcess:
+    with log.open("a") as fh:
+        fh.write(f"$ go {' '.join(args)}\n")
+        fh.flush()
+        return subprocess.run(["go", *args], cwd=cwd, env=go_env(), stdout=fh, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+
+
+def _kube_gomod(version: str, log: Path) -> str:
+    """Return the text of the release's go.mod, downloading it through the module proxy."""
+    proc = subprocess.run(["go", "mod", "download", "-json", f"k8s.io/kubernetes@{version}"],
+                          env=go_env(), capture_output=True, text=True, timeout=600, cwd="/")
+    try:
+        info = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        info = {}
+    if proc.returncode != 0 or "GoMod" not in info:
+        err = info.get("Error") or proc.stderr.strip().splitlines()[-1:] or ["no answer"]
+        raise TestbedError(f"Kubernetes {version} is not available from the Go module proxy ({err}); "
+                           "pick a served version with --version, e.g. v1.35.4", code=3)
+    return Path(info["GoMod"]).read_text()
+
+
+def wrapper_gomod(version: str, kube_gomod: str) -> str:
+    """go.mod of the wrapper module: require kubernetes, pin each staging module to its release."""
+    m = VERSION_RE.match(version)
+    assert m, version
+    staging_version = f"v0.{m.group(1)}.{m.group(2)}"
+    staging = sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", kube_gomod, re.M)))
+    lines = ["module clusterproof.local/testbed-build", "", "go 1.25.0"]
+    godebug = re.search(r"^godebug .*$", kube_gomod, re.M)
+    if godebug:
+        lines.append(godebug.group(0))
+    lines += ["", f"require k8s.io/kubernetes {version}", "", "replace ("]
+    lines += [f"\t{mod} => {mod} {staging_version}" for mod in staging]
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+def _ldflags(version: str) -> str:
+    m = VERSION_RE.match(version)
+    assert m
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.gitVersion={version}", f"-X {pkg}.gitMajor=1", f"-X {pkg}.gitMinor={m.group(1)}",
+                  f"-X {pkg}.gitTreeState=clean", f"-X {pkg}.buildDate=1970-01-01T00:00:00Z"]
+    return "-s -w " + " ".join(flags)
+
+
+def missing(version: str) -> list[str]:
+    """Binaries not yet built for this version."""
+    out = bin_dir(version)
+    return [b for b in ALL_BINARIES if not (out / b).is_file()]
+
+
+def build(version: str, log: Path, echo=print) -> float:
+    """Build whatever is missing for this version; return seconds spent."""
+    if not VERSION_RE.match(version):
+        raise TestbedError(f"version {version!r} is not a Kubernetes release like v1.35.4", code=3)
+    if shutil.which("go") is None:
+        raise TestbedError("the go toolchain is not on PATH; install Go 1.25 or newer", code=4)
+    todo = missing(version)
+    if not todo:
+        return 0.0
+    start = time.monotonic()
+    out = bin_dir(version)
+    out.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    kube_todo = [b for b in todo if b in KUBE_CMDS or b == "etcd"]
+    if kube_todo:
+        work = GO_CACHE / "wrappers" / f"kubernetes-{version}"
+        (work / "cmd" / "etcd").mkdir(parents=True, exist_ok=True)
+        (work / "go.mod").write_text(wrapper_gomod(version, _kube_gomod(version, log)))
+        (work / "cmd" / "etcd" / "main.go").write_text(ETCD_MAIN)
+        (work / "tools.go").write_text("//go:build tools\n\npackage tools\n\nimport _ \"k8s.io/kubernetes/cmd/kubelet\"\n")
+        pkgs = [f"k8s.io/kubernetes/cmd/{b}" for b in kube_todo if b != "etcd"]
+        if "etcd" in kube_todo:
+            pkgs.append("./cmd/etcd")
+        echo(f"testbed: building {', '.join(kube_todo)} {version} (cold: 15-25 min on 2 cores; log {log})")
+        if _go(["mod", "tidy"], work, log).returncode != 0:
+            raise TestbedError(f"resolving Kubernetes {version} modules failed; see {log}", code=5)
+        r = _go(["build", "-trimpath", "-ldflags", _ldflags(version), "-o", str(out) + "/", *pkgs], work, log)
+        if r.returncode != 0:
+            raise TestbedError(f"building Kubernetes {version} failed; see {log}", code=5)
+    for name, mod, ver in (("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", CRICTL_VERSION),
+                           ("coredns", "github.com/coredns/coredns", COREDNS_VERSION)):
+        if name in todo:
+            echo(f"testbed: building {name} {ver}")
+            env_out = GO_CACHE / "gobin"
+            env_out.mkdir(parents=True, exist_ok=True)
+            r = subprocess.run(["go", "install", "-trimpath", "-ldflags=-s -w", f"{mod}@{ver}"],
+                               env={**go_env(), "GOBIN": str(env_out)}, stdout=log.open("a"),
+                               stderr=subprocess.STDOUT, timeout=3600, cwd="/")
+            if r.returncode != 0:
+                raise TestbedError(f"building {name} {ver} failed; see {log}", code=5)
+            shutil.copy2(env_out / name, out / name)
+    still = missing(version)
+    if still:
+        raise TestbedError(f"build finished but {', '.join(still)} are missing; see {log}", code=5)
+    return time.monotonic() - start

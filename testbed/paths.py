@@ -1,0 +1,32 @@
+"""Where the testbed keeps things: build cache outside the checkout, state under /var/lib."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_VERSION = "v1.35.4"
+CRICTL_VERSION = "v1.37.0"
+COREDNS_VERSION = "v1.14.7"
+
+CACHE = Path(os.environ.get("CLUSTERPROOF_CACHE", Path.home() / ".cache" / "clusterproof"))
+GO_CACHE = CACHE / "go"
+STATE = Path(os.environ.get("CLUSTERPROOF_TESTBED_STATE", "/var/lib/clusterproof-testbed"))
+RUN = Path("/run/clusterproof-testbed")
+
+
+def bin_dir(version: str) -> Path:
+    """Folder holding the binaries built for one Kubernetes version."""
+    return CACHE / "bin" / version
+
+
+def go_env() -> dict[str, str]:
+    """Environment for every go command: caches outside the checkout, static binaries."""
+    env = dict(os.environ)
+    env.update(
+        GOMODCACHE=str(GO_CACHE / "mod"),
+        GOCACHE=str(GO_CACHE / "build"),
+        GOFLAGS="-mod=mod",
+        CGO_ENABLED="0",
+        GOTOOLCHAIN="local",
+    )
+    return env
