@@ -1,0 +1,46 @@
+"""Fixtures shared by the project's own tests."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def testbed_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m testbed ARGS` from the repository root."""
+    return subprocess.run([sys.executable, "-m", "testbed", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def testbed() -> dict:
+    """The running local testbed (kubeconfig, nodes, ssh key); skips when it is not up.
+
+    CI (.ci/run) brings it up first; CLUSTERPROOF_REQUIRE_TESTBED=1 turns the skip into a failure.
+    """
+    proc = testbed_cli("status", "--json", timeout=60)
+    try:
+        info = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        info = {}
+    if proc.returncode != 0 or not info.get("healthy"):
+        msg = f"testbed not healthy (python -m testbed up): {proc.stdout.strip()[:300]} {proc.stderr.strip()[:300]}"
+        if os.environ.get("CLUSTERPROOF_REQUIRE_TESTBED") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return info
+
+
+def run_suite(pytester: pytest.Pytester, *args: str, testbed: dict | None = None, timeout: float = 900):
+    """Run the real suite (suites/ with the root conftest) in a subprocess, against the testbed."""
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini")]
+    if testbed:
+        cmd += ["--kubeconfig", testbed["kubeconfig"], "--ssh-key", testbed["ssh_key"]]
+    return pytester.run(*cmd, *args, timeout=timeout)
