@@ -1,0 +1,82 @@
+"""python -m testbed up|down|status|env|fault: a real Kubernetes cluster on this machine."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from .errors import TestbedError
+from .paths import DEFAULT_VERSION
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m testbed", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="Build (cached), start and wait until nodes are Ready and CoreDNS is available")
+    up.add_argument("--version", default=DEFAULT_VERSION, help=f"Kubernetes version (default {DEFAULT_VERSION})")
+    sub.add_parser("down", help="Stop everything the testbed started and remove its state")
+    st = sub.add_parser("status", help="One line per component; exit 0 only when all are healthy")
+    st.add_argument("--json", action="store_true", help="Print JSON instead")
+    sub.add_parser("env", help="Print export lines for a shell (KUBECONFIG, SSH key)")
+    f = sub.add_parser("fault", help="Break or heal a part of the testbed (for tests)")
+    fs = f.add_subparsers(dest="action", required=True)
+    for action in ("inject", "heal"):
+        a = fs.add_parser(action)
+        a.add_argument("name")
+        a.add_argument("--node", default=None)
+        if action == "inject":
+            a.add_argument("--value", default=None)
+    fs.add_parser("list", help="Known faults and the ones active now")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from . import cluster, faults
+
+    try:
+        if args.cmd == "up":
+            # Ctrl-C during up: stop cleanly with a message (a later up or down finishes the job).
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            cluster.up(args.version, quiet_if_healthy=False)
+            print(f"export KUBECONFIG={cluster.ADMIN_KUBECONFIG}")
+        elif args.cmd == "down":
+            took = cluster.down()
+            print(f"testbed: down in {took:.1f}s")
+        elif args.cmd == "status":
+            st = cluster.status()
+            if args.json:
+                print(json.dumps(st, indent=1))
+            else:
+                if not st["components"]:
+                    print("testbed: not up (python -m testbed up)")
+                for c in st["components"]:
+                    where = f"[{c['node']}]" if c["node"] else ""
+                    print(f"{'ok  ' if c['healthy'] else 'FAIL'} {c['name']}{where}: {c['detail']}")
+            return 0 if st["healthy"] else 1
+        elif args.cmd == "env":
+            print(f"export KUBECONFIG={cluster.ADMIN_KUBECONFIG}")
+            print(f"export CLUSTERPROOF_SSH_KEY={cluster.SSH_KEY}")
+        elif args.cmd == "fault":
+            if args.action == "list":
+                for name, (_, _, text) in sorted(faults.FAULTS.items()):
+                    print(f"{name:24} {text}")
+                for e in faults.active():
+                    print(f"active: {e['name']} {e.get('node') or ''}")
+            elif args.action == "inject":
+                faults.inject(args.name, args.node, args.value)
+            else:
+                faults.heal(args.name, args.node)
+    except TestbedError as exc:
+        print(f"testbed: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("testbed: interrupted; run `python -m testbed up` to finish or `python -m testbed down` to clean up",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
