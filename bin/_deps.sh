@@ -10,11 +10,9 @@ if [ ! -e "$stamp" ]; then
   echo "clusterproof: installing dependencies (once per machine)" >&2
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     debs="containerd runc containernetworking-plugins iptables conntrack openssh-server openssh-client
-          busybox-static python3-minimal iproute2 util-linux chromium golang-go"
+          busybox-static python3-minimal iproute2 util-linux chromium"
     missing=""
     for d in $debs; do dpkg -s "$d" >/dev/null 2>&1 || missing="$missing $d"; done
-    # golang-go only when no go is on PATH (a newer toolchain may be installed by hand)
-    if command -v go >/dev/null; then missing="${missing/ golang-go/}"; fi
     if [ -n "$missing" ]; then
       apt-get update -qq >&2
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >&2
