@@ -209,7 +209,9 @@ def start_control_plane(version: str) -> None:
 
 
 def _holder_script(node: net.Node) -> str:
-    lines = ["set -e", f"hostname {node.name}"]
+    # Cut this mount namespace off from the machine's peer groups first (e.g. /run/netns is shared there),
+    # so the binds below stay inside the node.
+    lines = ["set -e", "mount --make-rprivate /", "mount --make-rshared /", f"hostname {node.name}"]
     for target in NODE_BINDS + NODE_FILE_BINDS:
         lines.append(f"mount --bind {bind_source(node, target)} {target}")
     lines += [f"touch {node_dir(node)}/holder.ready", "exec sleep infinity"]
@@ -273,6 +275,9 @@ def start_node_holder(node: net.Node) -> None:
     proc.start(f"{node.name}-holder", ["nsenter", f"--net=/run/netns/{node.netns}", "unshare", "--mount", "--uts",
                                        "--propagation", "shared", "--", "/bin/sh", str(node_dir(node) / "holder.sh")])
     _wait(f"node {node.name} namespaces", ready.exists, 20, 0.1, logs=(f"{node.name}-holder",))
+    pid = holder_pid(node)
+    ns = {kind: os.stat(f"/proc/{pid}/ns/{kind}").st_ino for kind in ("net", "mnt")}
+    (node_dir(node) / "ns.json").write_text(json.dumps(ns))
 
 
 def start_containerd(node: net.Node) -> None:
@@ -549,19 +554,22 @@ def down() -> float:
 
 
 def _kill_node_leftovers(node: net.Node) -> None:
-    """Processes (shims, containers) whose cgroup or command line belongs to this node."""
+    """Processes (shims, containers) in the node's namespaces or under its cgroup root."""
     mark = f"/{node.name}/"
+    try:
+        ns = json.loads((node_dir(node) / "ns.json").read_text())
+    except (OSError, ValueError):
+        ns = {}
     victims = []
-    state = str(STATE)
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
             cg = Path(f"/proc/{entry}/cgroup").read_text()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            mine = any(os.stat(f"/proc/{entry}/ns/{kind}").st_ino == ino for kind, ino in ns.items())
         except OSError:
             continue
-        if mark in cg or (state in cmd and "testbed" not in cmd.split(" ")[0]):
+        if mark in cg or mine:
             victims.append(int(entry))
     if victims:
         proc.kill_wait(victims, timeout=5)
@@ -584,9 +592,11 @@ def _remove_cgroups(root_name: str) -> None:
 
 
 def _umount_under(root: Path) -> None:
+    """Unmount what lies under the state folder, or is a bind of something in it, in this mount namespace."""
     try:
-        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+        rows = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     except OSError:
         return
-    for m in sorted((m for m in mounts if m.startswith(str(root))), key=len, reverse=True):
+    targets = [r[4] for r in rows if r[4].startswith(str(root)) or r[3].startswith(str(root))]
+    for m in sorted(set(targets), key=len, reverse=True):
         subprocess.run(["umount", "-l", m], capture_output=True, timeout=10, check=False)
