@@ -169,13 +169,36 @@ class HttpResult:
         return self.outcome != "inconclusive"
 
 
+_PY_GET = (
+    "import sys, urllib.error, urllib.request\n"
+    "try:\n"
+    "    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
+    "    sys.stdout.write(r.read().decode('utf-8', 'replace'))\n"
+    "except urllib.error.HTTPError as e:\n"
+    "    print('server returned error: HTTP %s' % e.code); sys.exit(22)\n"
+    "except Exception as e:\n"
+    "    print('%s: %s' % (type(e).__name__, getattr(e, 'reason', e))); sys.exit(7)\n"
+)
+
+
 def http_script(url: str, connect_timeout: float, max_time: float) -> str:
-    """sh text that GETs url with curl (or busybox wget) and prints the body then the exit code."""
-    u = shlex.quote(url)
+    """sh text that GETs url and prints the body, then a marker with the exit code.
+
+    curl when the image has it, else python3, else busybox: `nc -z -w` bounds the connect and
+    `timeout` the total (busybox 1.35's `wget -T` segfaults against Flask, see docs/contracts.md).
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    u, host, port = shlex.quote(url), shlex.quote(parts.hostname or ""), parts.port or 80
     ct, mt = max(1, round(connect_timeout)), max(1, round(max_time))
+    py = shlex.quote(_PY_GET)
     return (
         f"if command -v curl >/dev/null 2>&1; then out=$(curl -sS --fail --connect-timeout {ct} --max-time {mt} {u} 2>&1);"
-        f" rc=$?; else out=$(timeout {mt} wget -q -O - -T {ct} {u} 2>&1); rc=$?; fi;"
+        f" rc=$?; elif command -v python3 >/dev/null 2>&1; then T=; command -v timeout >/dev/null 2>&1 && T='timeout {mt}';"
+        f" out=$($T python3 -c {py} {u} {ct} 2>&1); rc=$?;"
+        f" elif nc -z -w {ct} {host} {port} >/dev/null 2>&1; then out=$(timeout {mt} wget -q -O - {u} 2>&1); rc=$?;"
+        f" else out='connect failed or timed out'; rc=7; fi;"
         f" printf '%s\\n{_MARK}%s\\n' \"$out\" \"$rc\""
     )
 
@@ -198,6 +221,8 @@ def http_get_from_pod(core_v1: Any, namespace: str, pod: str, url: str, connect_
         return HttpResult("ok", body, "answered", source, url, res.evidence())
     detail = (body.strip().splitlines() or [f"exit {rc}"])[-1][:200]
     # curl --fail exits 22 and busybox wget says "server returned error" on a 4xx/5xx answer.
+    if rc in ("139", "134"):  # the probe tool crashed: says nothing about the network
+        return HttpResult("inconclusive", body, f"probe crashed (exit {rc})", source, url, res.evidence())
     outcome = "http_error" if rc == "22" or "server returned error" in body else "unreachable"
     if not body.strip() and rc not in ("22",):
         detail = f"exit {rc} ({'timed out' if rc in ('28', '124', '143') else 'no answer'})"
