@@ -49,10 +49,16 @@ def _kube_gomod(version: str, log: Path) -> str:
     except json.JSONDecodeError:
         info = {}
     if proc.returncode != 0 or "GoMod" not in info:
-        err = info.get("Error") or proc.stderr.strip().splitlines()[-1:] or ["no answer"]
-        raise TestbedError(f"Kubernetes {version} is not available from the Go module proxy ({err}); "
+        err = (info.get("Error") or proc.stderr.strip() or "no answer").strip().splitlines()
+        reason = err[-1].strip() if err else "no answer"
+        raise TestbedError(f"Kubernetes {version} is not available from the Go module proxy ({reason}); "
                            "pick a served version with --version, e.g. v1.35.4", code=3)
     return Path(info["GoMod"]).read_text()
+
+
+def check_available(version: str) -> None:
+    """Raise a one-line TestbedError unless the module proxy serves this Kubernetes release."""
+    _kube_gomod(version, Path("/dev/null"))
 
 
 def wrapper_gomod(version: str, kube_gomod: str) -> str:
@@ -131,4 +137,7 @@ def build(version: str, log: Path, echo=print) -> float:
     still = missing(version)
     if still:
         raise TestbedError(f"build finished but {', '.join(still)} are missing; see {log}", code=5)
-    return time.monotonic() - start
+    took = time.monotonic() - start
+    if len(todo) == len(ALL_BINARIES):
+        (out / ".cold-build-seconds").write_text(f"{took:.1f}\n")
+    return took

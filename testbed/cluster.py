@@ -74,6 +74,8 @@ def preflight(version: str) -> None:
         raise TestbedError("the testbed needs root (network namespaces, mounts, iptables); run it with sudo", code=2)
     if not build.VERSION_RE.match(version):
         raise TestbedError(f"version {version!r} is not a Kubernetes release like {DEFAULT_VERSION}", code=3)
+    if build.missing(version):
+        build.check_available(version)
     missing = sorted({pkg for cmd, pkg in REQUIRED.items() if shutil.which(cmd) is None
                       and not Path(f"/usr/sbin/{cmd}").exists()})
     if not (CNI_PLUGINS / "bridge").exists():
@@ -83,7 +85,9 @@ def preflight(version: str) -> None:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         r = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True, env=env,
                            timeout=900, check=False)
-        if r.returncode != 0:
+        lists = Path("/var/lib/apt/lists")
+        stale = not lists.exists() or time.time() - lists.stat().st_mtime > 86400
+        if r.returncode != 0 and stale:
             subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, check=False)
             r = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True,
                                env=env, timeout=900, check=False)
@@ -92,10 +96,10 @@ def preflight(version: str) -> None:
                                f"({r.stderr.strip().splitlines()[-1:]}); install them and retry", code=4)
 
 
-def ports_in_use() -> list[str]:
+def ports_in_use(ports: dict[int, str] = CONTROL_PORTS) -> list[str]:
     """Control-plane ports held by something that is not this testbed."""
     busy = []
-    for port, what in CONTROL_PORTS.items():
+    for port, what in ports.items():
         s = socket.socket()
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -19,6 +19,9 @@ def testbed_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess
                           timeout=timeout, check=False)
 
 
+testbed_cli.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
 @pytest.fixture(scope="session")
 def testbed() -> dict:
     """The running local testbed (kubeconfig, nodes, ssh key); skips when it is not up.

@@ -1,0 +1,208 @@
+"""The testbed itself: a real cluster that answers, bad input refused cleanly, down leaves nothing."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import testbed_cli
+
+pytestmark = pytest.mark.testbed
+
+
+def kubectl(tb: dict, *args: str, timeout: float = 90, input: str | None = None) -> subprocess.CompletedProcess:
+    from testbed.paths import bin_dir
+
+    exe = bin_dir(tb["version"]) / "kubectl"
+    return subprocess.run([str(exe), "--kubeconfig", tb["kubeconfig"], *args], capture_output=True, text=True,
+                          timeout=timeout, input=input, check=False)
+
+
+POD_AND_SERVICES = """
+apiVersion: v1
+kind: Pod
+metadata: {name: probe, labels: {app: probe}}
+spec:
+  containers:
+  - name: probe
+    image: localhost/clusterproof/probe:1
+    imagePullPolicy: Never
+    command: [sh, -c, "echo probe-started; exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec:
+  containers:
+  - name: web
+    image: localhost/clusterproof/hello-python:1
+    imagePullPolicy: Never
+    ports: [{containerPort: 5000}]
+    readinessProbe: {tcpSocket: {port: 5000}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 6000, targetPort: 5000}]
+"""
+
+
+@pytest.fixture
+def scratch_ns(testbed):
+    name = f"tb-selftest-{os.getpid()}"
+    assert kubectl(testbed, "create", "namespace", name).returncode == 0
+    yield name
+    kubectl(testbed, "delete", "namespace", name, "--wait=false")
+
+
+def test_status_reports_every_component_healthy(testbed):
+    names = {(c["name"], c["node"]) for c in testbed["components"]}
+    for node in ("tb-node-1", "tb-node-2"):
+        for comp in ("containerd", "kubelet", "kube-proxy", "sshd", "node-ready"):
+            assert (comp, node) in names
+    assert {"etcd", "kube-apiserver", "coredns"} <= {n for n, _ in names}
+    proc = testbed_cli("status")
+    assert proc.returncode == 0
+    assert len(proc.stdout.strip().splitlines()) == len(testbed["components"])
+
+
+def test_nodes_ready_with_own_ips(testbed):
+    out = json.loads(kubectl(testbed, "get", "nodes", "-o", "json").stdout)
+    ips = {n["metadata"]["name"]: [a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP"][0]
+           for n in out["items"]}
+    assert ips == {"tb-node-1": "198.19.0.11", "tb-node-2": "198.19.0.12"}
+    for n in out["items"]:
+        assert n["spec"]["podCIDR"].startswith("198.18.")
+
+
+def test_pod_exec_logs_clusterip_and_nodeport(testbed, scratch_ns):
+    ns = scratch_ns
+    applied = kubectl(testbed, "-n", ns, "apply", "-f", "-", input=POD_AND_SERVICES)
+    assert applied.returncode == 0, applied.stderr
+    ready = kubectl(testbed, "-n", ns, "wait", "--for=condition=Ready", "pod/probe", "pod/web", "--timeout=90s")
+    assert ready.returncode == 0, ready.stderr
+    ex = kubectl(testbed, "-n", ns, "exec", "probe", "--", "cat", "/etc/hostname")
+    assert ex.returncode == 0 and ex.stdout.strip() == "probe"
+    assert "probe-started" in kubectl(testbed, "-n", ns, "logs", "probe").stdout
+    svc = json.loads(kubectl(testbed, "-n", ns, "get", "svc", "web", "-o", "json").stdout)
+    cip, nodeport = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["nodePort"]
+    assert cip.startswith("198.19.24") or cip.startswith("198.19.25")
+    # ClusterIP from a pod (by IP and by DNS name), retried only while kube-proxy programs the rule.
+    deadline = time.monotonic() + 30
+    body = ""
+    while time.monotonic() < deadline and "Hello" not in body:
+        body = kubectl(testbed, "-n", ns, "exec", "probe", "--", "python3", "-c",
+                       "import urllib.request,sys;print(urllib.request.urlopen(sys.argv[1],timeout=3).read().decode())",
+                       f"http://web:6000/").stdout
+        time.sleep(0.5)
+    assert body.startswith("Hello World!") and "web" in body
+    # NodePort from this machine, on every node's IP.
+    for ip in ("198.19.0.11", "198.19.0.12"):
+        with urllib.request.urlopen(f"http://{ip}:{nodeport}/", timeout=5) as r:
+            assert r.read().decode().startswith("Hello World!")
+
+
+def test_up_on_a_running_testbed_returns_in_seconds(testbed):
+    t = time.monotonic()
+    proc = testbed_cli("up")
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t < 10
+    assert "KUBECONFIG=" in proc.stdout
+
+
+def test_fault_inject_and_heal_round_trip(testbed):
+    assert testbed_cli("fault", "inject", "kube-proxy-stop", "--node", "tb-node-2").returncode == 0
+    try:
+        st = json.loads(testbed_cli("status", "--json").stdout)
+        bad = {(c["name"], c["node"]) for c in st["components"] if not c["healthy"]}
+        assert ("kube-proxy", "tb-node-2") in bad and not st["healthy"]
+    finally:
+        assert testbed_cli("fault", "heal", "kube-proxy-stop", "--node", "tb-node-2").returncode == 0
+    assert json.loads(testbed_cli("status", "--json").stdout)["healthy"]
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["up", "--version", "v1.99.0"], 3, "not available"),
+    (["up", "--version", "latest"], 3, "not a Kubernetes release"),
+    (["fault", "inject", "no-such-fault"], 2, "unknown fault"),
+    (["fault", "inject", "sysctl", "--node", "tb-node-9"], 2, "no node"),
+])
+def test_bad_input_is_one_line_and_a_distinct_code(testbed, args, code, words):
+    proc = testbed_cli(*args, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+
+
+def test_not_root_and_busy_port_are_refused(monkeypatch):
+    from testbed import cluster
+    from testbed.errors import TestbedError
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(TestbedError) as err:
+        cluster.preflight("v1.35.4")
+    assert err.value.code == 2 and "root" in str(err.value)
+    s = socket.socket()
+    s.bind(("0.0.0.0", 0))
+    s.listen()
+    port = s.getsockname()[1]
+    try:
+        busy = cluster.ports_in_use({port: "test"})
+    finally:
+        s.close()
+    assert busy == [f"{port} (test)"]
+
+
+def _leftovers(before_links: set[str]) -> list[str]:
+    from testbed import net
+    from testbed.paths import RUN, STATE
+
+    found = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    found += [f"netns {n}" for n in ("tb-node-1", "tb-node-2") if n in netns]
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found += [f"link {x}" for x in (net.BRIDGE, "tbveth1", "tbveth2") if f" {x}:" in links or f" {x}@" in links]
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+    found += [f"route {r}" for r in routes.splitlines() if "via 198.19.0.1" in r or "cpbr0" in r]
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    found += [f"iptables {r}" for r in rules.splitlines() if "clusterproof" in r]
+    mounts = Path("/proc/self/mountinfo").read_text()
+    found += [f"mount {m.split()[4]}" for m in mounts.splitlines() if str(STATE) in m or "tb-node" in m]
+    found += [f"path {p}" for p in (STATE, RUN) if p.exists()]
+    found += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/tb-node-*")]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cg = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            continue  # a zombie waits for its parent to reap it; it holds nothing
+        if str(STATE) in cmd or "tb-node-" in cg or "containerd-shim" in cmd:
+            found.append(f"process {pid} {cmd[:80]}")
+    return found
+
+
+@pytest.mark.lifecycle
+def test_down_leaves_nothing_behind_and_up_comes_back(testbed):
+    t = time.monotonic()
+    down = testbed_cli("down", timeout=300)
+    took_down = time.monotonic() - t
+    assert down.returncode == 0, down.stderr
+    assert _leftovers(set()) == []
+    t = time.monotonic()
+    up = testbed_cli("up", timeout=900)
+    took_up = time.monotonic() - t
+    assert up.returncode == 0, up.stderr
+    assert json.loads(testbed_cli("status", "--json").stdout)["healthy"]
+    print(f"down {took_down:.1f}s, warm up {took_up:.1f}s")
