@@ -24,7 +24,8 @@ CONTROL_PORTS = {2379: "etcd", 2380: "etcd peer", 6443: "kube-apiserver", 10257:
                  10259: "kube-scheduler"}
 # What the node sees at the usual paths: node-private folders bound over them in its mount namespace.
 NODE_BINDS = ["/etc/cni/net.d", "/etc/sysctl.d", "/etc/modules-load.d", "/var/lib/kubelet", "/var/lib/containerd",
-              "/run/containerd", "/var/log/pods", "/var/log/containers", "/run/netns", "/run/sshd"]
+              "/run/containerd", "/var/log/pods", "/var/log/containers", "/run/netns", "/run/sshd", "/usr/local/bin"]
+NODE_TOOLS = ["crictl", "kubelet", "kubectl"]  # on the node's PATH, as a kubeadm install leaves them
 NODE_FILE_BINDS = ["/etc/fstab"]
 REQUIRED = {  # command -> Debian package
     "containerd": "containerd", "runc": "runc", "ctr": "containerd", "iptables": "iptables",
@@ -248,6 +249,13 @@ def prepare_node_fs(node: net.Node) -> None:
     if not mods.exists():
         mods.write_text(configs.MODULES_CONF)
     (STATE / "created-dirs.json").write_text(json.dumps(sorted(set(created))))
+    tools = bind_source(node, "/usr/local/bin")
+    for tool in NODE_TOOLS:
+        if not (tools / tool).exists():
+            try:
+                os.link(bin_dir(current_version()) / tool, tools / tool)
+            except OSError:
+                shutil.copy2(bin_dir(current_version()) / tool, tools / tool)
     (d / "containerd.toml").write_text(configs.containerd_toml())
     (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     (d / "kubelet.yaml").write_text(configs.kubelet_yaml(node, PKI, d / "resolv.conf"))
