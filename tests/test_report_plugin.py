@@ -1,0 +1,369 @@
+"""The reporting plugin on small fake check modules: files, areas, digest, compare, redaction, xdist.
+
+No cluster: the runs pass a kubeconfig whose API server does not answer, so the fingerprint
+degrades to "no cluster reached" and the reports are still written.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Planted secrets: none of these may appear in any report file or in the terminal output.
+JWT = ("eyJhbGciOiJSUzI1NiIsImtpZCI6InBsYW50ZWQifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6cGxhbnRlZCJ9"
+       ".UExBTlRFRC1TSUdOQVRVUkUtMTIzNDU2")
+KC_TOKEN = "kc-token-planted-0123456789abcdef"
+PASSWORD = "Plant3d-Passw0rd-Xyz"
+ENV_SECRET = "env-secret-value-7f3a9c1d"
+BEARER = "planted-bearer-Tok3n-abcdef"
+KEY_BODY = "MIIEpAIBAAKCAQEAplantedPrivateKeyBodyLine0123456789abcdefABCDEF"
+KEY_PEM = f"-----BEGIN RSA PRIVATE KEY-----\n{KEY_BODY}\n-----END RSA PRIVATE KEY-----\n"
+KEY_DATA = base64.b64encode(KEY_PEM.encode()).decode()
+SECRETS = [JWT, KC_TOKEN, PASSWORD, ENV_SECRET, BEARER, KEY_BODY, KEY_DATA]
+
+KUBECONFIG = f"""apiVersion: v1
+kind: Config
+current-context: planted
+clusters:
+- name: planted
+  cluster:
+    server: https://127.0.0.1:1
+contexts:
+- name: planted
+  context: {{cluster: planted, user: planted}}
+users:
+- name: planted
+  user:
+    token: {KC_TOKEN}
+    client-key-data: {KEY_DATA}
+"""
+
+HOST = '''
+import os
+import pytest
+from clusterproof import checks
+
+@pytest.mark.check("HOST-001")
+@pytest.mark.parametrize("node", ["ssh://node-1", "ssh://node-2"])
+def test_ip_forward_enabled(node):
+    """net.ipv4.ip_forward MUST be 1 on every node."""
+    value = "0" if node == "ssh://node-2" and os.environ.get("FAKE_FAULT") == "ip_forward" else "1"
+    checks.evidence(f"{node}: cat /proc/sys/net/ipv4/ip_forward", value + "\\n")
+    checks.require(value == "1", f"net.ipv4.ip_forward on {node}", 1, value,
+                   "sysctl -w net.ipv4.ip_forward=1 and persist it in /etc/sysctl.d/k8s.conf")
+
+@pytest.mark.check("HOST-002")
+def test_swap_off():
+    """Swap MUST be off on every node."""
+    checks.evidence("cat /proc/swaps", "Filename\\tType\\tSize\\tUsed\\tPriority\\n")
+'''
+
+NETWORK = '''
+import os
+import pytest
+from clusterproof import checks
+
+@pytest.mark.check("DNS-001")
+def test_dns_resolves_kubernetes_default():
+    """kubernetes.default MUST resolve from a pod."""
+    checks.evidence("kubectl exec probe -- nslookup kubernetes.default", "Address: 198.19.240.1")
+    if os.environ.get("FAKE_FAULT") == "dns":
+        checks.fail("nslookup kubernetes.default from pod probe", "198.19.240.1", "NXDOMAIN",
+                    "scale CoreDNS back up: kubectl -n kube-system scale deploy coredns --replicas=2")
+
+@pytest.mark.check("CNI-001")
+def test_pod_to_pod():
+    """A pod MUST reach a pod on another node."""
+'''
+
+NODES = '''
+import json
+import logging
+import os
+from pathlib import Path
+import pytest
+from clusterproof import checks
+
+@pytest.mark.check("NODE-001")
+def test_nodes_ready(pytestconfig):
+    """Every node MUST be Ready."""
+    planted = json.loads(Path("planted.json").read_text())  # values unknown to the redactor: patterns must catch them
+    kubeconfig = Path(pytestconfig.getoption("kubeconfig")).read_text()
+    checks.evidence("kubectl config view --raw", kubeconfig)
+    checks.evidence("env", "CLUSTERPROOF_PLANTED_SECRET=" + os.environ["CLUSTERPROOF_PLANTED_SECRET"])
+    checks.evidence("curl -v https://api", "> Authorization: Bearer " + planted["bearer"] + "\\n< HTTP/1.1 200 OK")
+    checks.evidence("cat key.pem", planted["pem"])
+    print("connecting with", os.environ["CLUSTERPROOF_PLANTED_SECRET"])
+    logging.getLogger("fake").warning("login password=%s token %s", planted["password"], planted["jwt"])
+    checks.fail("node node-2", "Ready=True", f"Ready=False (Authorization: Bearer {planted['bearer']} rejected)",
+                "check the kubelet on node-2: journalctl -u kubelet")
+'''
+
+PODS = '''
+import pytest
+from clusterproof import checks
+from kubernetes.client.exceptions import ApiException
+
+@pytest.fixture
+def exec_pod():
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = (\'{"kind":"Status","message":"pods \\\\"probe\\\\" is forbidden: User \\\\"system:serviceaccount:\'
+                \'clusterproof:clusterproof\\\\" cannot create resource \\\\"pods/exec\\\\" in API group \\\\"\\\\" \'
+                \'in the namespace \\\\"cp-pods-1\\\\"","reason":"Forbidden","code":403}\')
+    raise exc
+
+@pytest.mark.check("POD-001")
+def test_app_shares_pause_namespaces(exec_pod):
+    """The app container MUST share the pause container's net, ipc and uts namespaces."""
+'''
+
+GPU = '''
+import pytest
+from clusterproof import checks
+
+@pytest.mark.check("GPU-001")
+def test_gpu_advertised():
+    """Nodes with GPUs MUST advertise nvidia.com/gpu."""
+    checks.skip("no node advertises nvidia.com/gpu; pass --require-gpu to fail instead")
+'''
+
+FORBIDDEN_MSG = ("forbidden: create pods/exec in cp-pods-1 for system:serviceaccount:clusterproof:clusterproof; "
+                 "grant it in manifests/rbac/clusterrole.yaml")
+
+
+def make_suite(pytester: pytest.Pytester, with_secrets: bool = True, with_forbidden: bool = True) -> Path:
+    """A small fake suite under suites/<area>/ with the real options and reporting plugins."""
+    pytester.makeconftest('pytest_plugins = ["fixtures.options", "fixtures.reporting"]\n')
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\njunit_family = xunit2\n")
+    files = {"suites/host/test_fake_host.py": HOST, "suites/network/test_fake_network.py": NETWORK,
+             "suites/gpu/test_fake_gpu.py": GPU}
+    if with_secrets:
+        files["suites/nodes/test_fake_nodes.py"] = NODES
+    if with_forbidden:
+        files["suites/pods/test_fake_pods.py"] = PODS
+    for name, text in files.items():
+        p = pytester.path / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    (pytester.path / "planted.json").write_text(json.dumps({"bearer": BEARER, "password": PASSWORD, "jwt": JWT,
+                                                             "pem": KEY_PEM}))
+    kc = pytester.path / "kubeconfig"
+    kc.write_text(KUBECONFIG)
+    return kc
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester with the fake suite, planted secrets in the environment and no real cluster."""
+    make_suite(pytester)
+    monkeypatch.setenv("CLUSTERPROOF_PLANTED_SECRET", ENV_SECRET)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("FAKE_FAULT", raising=False)
+    return pytester
+
+
+RUNNER_ARGS = ["--html=reports/report.html", "--self-contained-html", "--junitxml=reports/junit.xml"]
+
+
+def run(pytester: pytest.Pytester, *args: str, subprocess_: bool = False) -> pytest.RunResult:
+    base = ["--kubeconfig", str(pytester.path / "kubeconfig"), "-p", "no:randomly", *RUNNER_ARGS]
+    if subprocess_:
+        return pytester.runpytest_subprocess(*base, *args, timeout=240)
+    return pytester.runpytest(*base, *args)
+
+
+def load_summary(pytester: pytest.Pytester, folder: str = "reports") -> dict:
+    return json.loads((pytester.path / folder / "summary.json").read_text())
+
+
+def by_id(doc: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for c in doc["checks"]:
+        out.setdefault(c["id"], []).append(c)
+    return out
+
+
+def assert_valid_files(folder: Path) -> tuple[dict, ET.Element, str]:
+    doc = json.loads((folder / "summary.json").read_text())
+    assert doc["schema"] == "clusterproof.summary/1"
+    junit = ET.parse(folder / "junit.xml").getroot()
+    html = (folder / "report.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html>")
+    external = re.findall(r'(?:src|href)\s*=\s*["\']?(?:https?:)?//[^"\'\s>]+', html, re.IGNORECASE)
+    assert external == []
+    assert not re.search(r"<link\b[^>]*stylesheet", html), "the stylesheet must be inline"
+    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", html) and "@import" not in html
+    return doc, junit, html
+
+
+def test_three_files_are_written_and_valid(suite: pytest.Pytester) -> None:
+    result = run(suite)
+    result.assert_outcomes(passed=5, failed=1, skipped=1, errors=1)
+    doc, junit, html = assert_valid_files(suite.path / "reports")
+    assert int(junit.find("testsuite").get("tests")) == 8 if junit.tag == "testsuites" else True
+    cases = junit.iter("testcase")
+    assert len(list(cases)) == 8
+    assert 'id="clusterproof-header"' in html and "SIGN-OFF: FAIL" in html
+    assert "Cluster fingerprint" in html and "no cluster reached" in html
+    fp = doc["fingerprint"]
+    assert fp["error"].startswith("no cluster reached") and "127.0.0.1:1" in fp["error"]
+    assert doc["suite_version"] and doc["started"] <= doc["finished"]
+    result.stdout.fnmatch_lines(["*clusterproof sign-off: FAIL*", "*summary: reports*summary.json*sha256*"])
+
+
+def test_summary_per_area_and_per_check(suite: pytest.Pytester) -> None:
+    run(suite)
+    doc = load_summary(suite)
+    areas = doc["areas"]
+    assert areas["host"] == {"verdict": "PASS", "total": 3, "passed": 3, "failed": 0, "error": 0, "skipped": 0,
+                             "xfailed": 0, "xpassed": 0}
+    assert areas["nodes"]["verdict"] == "FAIL" and areas["nodes"]["failed"] == 1
+    assert areas["pods"]["verdict"] == "FAIL" and areas["pods"]["error"] == 1
+    assert areas["gpu"]["verdict"] == "SKIPPED"
+    assert areas["runtime"]["verdict"] == "NOT RUN" and areas["apps"]["verdict"] == "NOT RUN"
+    assert doc["verdict"] == "FAIL" and doc["totals"]["failed"] == 1 and doc["totals"]["error"] == 1
+    checks = by_id(doc)
+    host1 = checks["HOST-001"]
+    assert [c["target"] for c in host1] == ["ssh://node-1", "ssh://node-2"]
+    assert host1[0]["evidence"] == [{"source": "ssh://node-1: cat /proc/sys/net/ipv4/ip_forward", "output": "1\n"}]
+    assert host1[0]["must"] == "net.ipv4.ip_forward MUST be 1 on every node."
+    node = checks["NODE-001"][0]
+    assert node["outcome"] == "failed" and node["area"] == "nodes"
+    assert node["finding"]["expected"] == "Ready=True" and node["finding"]["fix"].startswith("check the kubelet")
+    assert isinstance(node["duration"], float)
+    gpu = checks["GPU-001"][0]
+    assert gpu["outcome"] == "skipped" and "--require-gpu" in gpu["message"]
+    html = (suite.path / "reports" / "report.html").read_text()
+    for area in ("host", "runtime", "nodes", "network", "pods", "apps", "gpu"):
+        assert f'data-area="{area}"' in html
+
+
+def test_forbidden_check_says_which_permission(suite: pytest.Pytester) -> None:
+    result = run(suite)
+    pod = by_id(load_summary(suite))["POD-001"][0]
+    assert pod["outcome"] == "error"
+    assert pod["finding"]["subject"] == "permission create pods/exec in cp-pods-1"
+    assert pod["finding"]["fix"] == "grant it in manifests/rbac/clusterrole.yaml"
+    result.stdout.fnmatch_lines([f"*{FORBIDDEN_MSG}*"])
+
+
+def test_verdict_pass_lists_skips(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_suite(pytester, with_secrets=False, with_forbidden=False)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    result = run(pytester)
+    result.assert_outcomes(passed=5, skipped=1)
+    doc = load_summary(pytester)
+    assert doc["verdict"] == "PASS" and "1 skipped" in doc["verdict_reason"]
+    html = (pytester.path / "reports" / "report.html").read_text()
+    assert "SIGN-OFF: PASS" in html and 'id="cp-skipped"' in html and "GPU-001" in html
+
+
+def verify(*paths: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clusterproof.verify", *map(str, paths)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_digest_tells_an_edit_apart(suite: pytest.Pytester) -> None:
+    run(suite)
+    folder = suite.path / "reports"
+    summary, html = folder / "summary.json", folder / "report.html"
+    ok = verify(summary, html)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.count("VALID") == 2
+
+    doc = json.loads(summary.read_text())
+    for c in doc["checks"]:
+        if c["outcome"] == "failed":
+            c["outcome"] = "passed"
+    doc["verdict"] = "PASS"
+    summary.write_text(json.dumps(doc, indent=1))
+    bad = verify(summary)
+    assert bad.returncode == 1 and bad.stdout.startswith("ALTERED")
+
+    original = html.read_text()
+    html.write_text(original.replace("SIGN-OFF: FAIL", "SIGN-OFF: PASS"))
+    bad_html = verify(html)
+    assert bad_html.returncode == 1 and "sign-off header" in bad_html.stdout
+    start = original.index("data-jsonblob=")
+    table = original[start:].replace("journalctl -u kubelet", "nothing to do", 1)
+    assert table != original[start:]
+    html.write_text(original[:start] + table)
+    bad_row = verify(html)
+    assert bad_row.returncode == 1 and "test_nodes_ready: its check block" in bad_row.stdout
+    (folder / "not-a-report.json").write_text("{}")
+    assert verify(folder / "not-a-report.json").returncode == 2
+
+
+def test_compare_shows_exactly_the_injected_failure(suite: pytest.Pytester, monkeypatch) -> None:
+    run(suite, "--report-dir", "healthy", "--html=healthy/report.html", "--junitxml=healthy/junit.xml")
+    healthy = suite.path / "healthy" / "summary.json"
+    assert healthy.is_file()
+
+    monkeypatch.setenv("FAKE_FAULT", "dns")
+    result = run(suite, "--compare", str(healthy))
+    cmp = load_summary(suite)["compare"]
+    assert [r["nodeid"] for r in cmp["newly_failing"]] == [
+        "suites/network/test_fake_network.py::test_dns_resolves_kubernetes_default"]
+    assert cmp["newly_failing"][0]["label"] == "DNS-001" and cmp["fixed"] == []
+    assert sorted(r["id"] for r in cmp["still_failing"]) == ["NODE-001", "POD-001"]
+    assert cmp["previous"]["digest_valid"] is True
+    result.stdout.fnmatch_lines(["*newly failing: 1*", "*DNS-001*test_dns_resolves_kubernetes_default*",
+                                 "*fixed: 0*", "*still failing: 2*"])
+    html = (suite.path / "reports" / "report.html").read_text()
+    assert 'data-compare="newly_failing"><b>Newly failing: 1</b>' in html
+
+    monkeypatch.delenv("FAKE_FAULT")
+    run(suite, "--compare", str(suite.path / "reports" / "summary.json"), "--report-dir", "healed",
+        "--html=healed/report.html", "--junitxml=healed/junit.xml")
+    cmp = load_summary(suite, "healed")["compare"]
+    assert [r["id"] for r in cmp["fixed"]] == ["DNS-001"] and cmp["newly_failing"] == []
+
+
+def test_compare_rejects_a_file_that_is_not_a_summary(suite: pytest.Pytester) -> None:
+    (suite.path / "prev.json").write_text('{"hello": 1}')
+    result = run(suite, "--compare", "prev.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--compare prev.json: not a clusterproof summary.json*"])
+
+
+def test_no_planted_secret_in_any_report_file(suite: pytest.Pytester) -> None:
+    result = run(suite, "-o", "log_level=INFO", "--log-file=reports/run.log")
+    folder = suite.path / "reports"
+    files = {p.name: p.read_text() for p in folder.iterdir() if p.is_file()}
+    assert {"report.html", "junit.xml", "summary.json", "run.log"} <= set(files)
+    texts = {**files, "terminal": "\n".join(result.outlines + result.errlines)}
+    leaks = [(name, s[:12]) for name, text in texts.items() for s in SECRETS if s in text]
+    assert leaks == []
+    node = by_id(load_summary(suite))["NODE-001"][0]
+    shown = json.dumps(node)
+    assert "[REDACTED]" in shown and "kubectl config view --raw" in shown
+    assert "login password=[REDACTED]" in files["run.log"]
+
+
+def test_works_under_xdist(suite: pytest.Pytester) -> None:
+    result = run(suite, "-n", "2", subprocess_=True)
+    result.assert_outcomes(passed=5, failed=1, skipped=1, errors=1)
+    doc, junit, html = assert_valid_files(suite.path / "reports")
+    assert len(list(junit.iter("testcase"))) == 8
+    ids = by_id(doc)
+    assert set(ids) == {"HOST-001", "HOST-002", "DNS-001", "CNI-001", "NODE-001", "POD-001", "GPU-001"}
+    assert ids["HOST-002"][0]["evidence"][0]["source"] == "cat /proc/swaps"
+    assert ids["NODE-001"][0]["finding"]["observed"].startswith("Ready=False")
+    assert doc["areas"]["host"]["passed"] == 3 and doc["verdict"] == "FAIL"
+    texts = [html, (suite.path / "reports" / "junit.xml").read_text(), json.dumps(doc),
+             "\n".join(result.outlines + result.errlines)]
+    assert [s[:12] for s in SECRETS for t in texts if s in t] == []
+    assert verify(suite.path / "reports" / "summary.json", suite.path / "reports" / "report.html").returncode == 0
+
+
+def test_report_dir_alone_gives_all_three_files(suite: pytest.Pytester) -> None:
+    suite.runpytest("--kubeconfig", str(suite.path / "kubeconfig"), "--report-dir", "out")
+    assert {p.name for p in (suite.path / "out").iterdir()} >= {"report.html", "junit.xml", "summary.json"}
