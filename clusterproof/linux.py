@@ -1,0 +1,193 @@
+"""Reading a Linux node's files: sysctl.d, modules-load.d, fstab, /proc/swaps, /proc/net/tcp, CNI configs.
+
+Pure functions over text, so both transports and the project's tests share one parser.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+
+# systemd-sysctl's search path, highest precedence first; /etc/sysctl.conf is read last (procps).
+SYSCTL_DIRS = ["/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"]
+SYSCTL_CONF = "/etc/sysctl.conf"
+MODULES_DIRS = ["/etc/modules-load.d", "/run/modules-load.d", "/usr/local/lib/modules-load.d",
+                "/usr/lib/modules-load.d", "/lib/modules-load.d"]
+MODULES_FILE = "/etc/modules"  # Debian's own list, read by systemd-modules-load through a symlink
+FILE_MARK = "### clusterproof-file "
+# The CNI plugin types that put pods on a Linux bridge (so bridged traffic must pass iptables).
+BRIDGE_CNI_TYPES = {"bridge", "flannel"}
+
+
+def dump_files_script(globs: list[str]) -> str:
+    """Shell text printing every file matching the globs, each after a marker line with its path."""
+    pats = " ".join(globs)
+    return (f"for f in {pats}; do if [ -f \"$f\" ]; then echo \"{FILE_MARK}$f\"; cat \"$f\"; echo; fi; done; true")
+
+
+def split_dump(text: str) -> dict[str, str]:
+    """Parse dump_files_script output into {path: content}."""
+    files: dict[str, str] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        if line.startswith(FILE_MARK):
+            current = line[len(FILE_MARK):]
+            files[current] = ""
+        elif current is not None:
+            files[current] += line + "\n"
+    return files
+
+
+def sysctl_globs() -> list[str]:
+    return [f"{d}/*.conf" for d in SYSCTL_DIRS] + [SYSCTL_CONF]
+
+
+def config_order(files: dict[str, str], dirs: list[str], last: str | None = None) -> list[str]:
+    """Files in the order systemd applies them: by basename, a name in an earlier dir masks later ones."""
+    chosen: dict[str, str] = {}
+    for d in dirs:
+        for path in files:
+            if posixpath.dirname(path) == d and path.endswith(".conf"):
+                chosen.setdefault(posixpath.basename(path), path)
+    order = [chosen[name] for name in sorted(chosen)]
+    if last and last in files:
+        order.append(last)
+    return order
+
+
+def norm_key(key: str) -> str:
+    return key.strip().lstrip("-").strip().replace("/", ".")
+
+
+@dataclass
+class Setting:
+    value: str
+    path: str
+
+
+def persisted_sysctls(files: dict[str, str]) -> dict[str, Setting]:
+    """The value each sysctl gets at boot, and the file that sets it (the last assignment wins)."""
+    result: dict[str, Setting] = {}
+    for path in config_order(files, SYSCTL_DIRS, SYSCTL_CONF):
+        for raw in files[path].splitlines():
+            line = raw.strip()
+            if not line or line[0] in "#;" or "=" not in line:
+                continue
+            key, _, value = line.partition("=")
+            result[norm_key(key)] = Setting(value.strip(), path)
+    return result
+
+
+def modules_globs() -> list[str]:
+    return [f"{d}/*.conf" for d in MODULES_DIRS] + [MODULES_FILE]
+
+
+def persisted_modules(files: dict[str, str]) -> dict[str, str]:
+    """{module: file that loads it at boot} from modules-load.d (and Debian's /etc/modules)."""
+    result: dict[str, str] = {}
+    for path in config_order(files, MODULES_DIRS, MODULES_FILE):
+        for raw in files[path].splitlines():
+            line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+            if line:
+                result.setdefault(line.split()[0].replace("-", "_"), path)
+    return result
+
+
+def active_swap_entries(fstab: str) -> list[str]:
+    """fstab lines that turn swap on at boot (type swap, not commented, not noauto)."""
+    found = []
+    for raw in fstab.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == "swap":
+            opts = fields[3].split(",") if len(fields) > 3 else []
+            if "noauto" not in opts:
+                found.append(line)
+    return found
+
+
+def swaps_in_use(proc_swaps: str) -> list[str]:
+    """Active swap areas from /proc/swaps (the first line is a header)."""
+    return [ln.strip() for ln in proc_swaps.splitlines()[1:] if ln.strip()]
+
+
+def listening_ports(proc_net_tcp: str) -> set[int]:
+    """TCP ports in state LISTEN (0A) from /proc/net/tcp and /proc/net/tcp6 text."""
+    ports = set()
+    for line in proc_net_tcp.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[0] == "sl" or ":" not in fields[1]:
+            continue
+        if fields[3] == "0A":
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def cni_plugin_types(files: dict[str, str]) -> dict[str, list[str]]:
+    """{config file: plugin types} for the .conf/.conflist/.json files in /etc/cni/net.d."""
+    result: dict[str, list[str]] = {}
+    for path, text in sorted(files.items()):
+        if not path.endswith((".conf", ".conflist", ".json")):
+            continue
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            result[path] = ["<unparseable>"]
+            continue
+        plugins = doc.get("plugins") if isinstance(doc, dict) else None
+        if isinstance(plugins, list):
+            result[path] = [str(p.get("type")) for p in plugins if isinstance(p, dict)]
+        elif isinstance(doc, dict):
+            result[path] = [str(doc.get("type"))]
+    return result
+
+
+def active_cni(files: dict[str, str]) -> tuple[str, list[str]] | None:
+    """The config the runtime uses: the first file by name (as libcni does), with its plugin types."""
+    types = cni_plugin_types(files)
+    if not types:
+        return None
+    first = sorted(types)[0]
+    return first, types[first]
+
+
+def cni_uses_bridge(files: dict[str, str]) -> tuple[bool | None, str]:
+    """(True/False, why) for whether pods sit on a Linux bridge; (None, why) when no CNI config exists."""
+    active = active_cni(files)
+    if active is None:
+        return None, "no CNI config in /etc/cni/net.d"
+    path, types = active
+    bridged = sorted(BRIDGE_CNI_TYPES.intersection(types))
+    if bridged:
+        return True, f"{path} uses the {'/'.join(bridged)} plugin (a Linux bridge)"
+    return False, f"{path} uses {', '.join(types) or 'no plugin'} (no Linux bridge)"
+
+
+# ------------------------------------------------------------------ asking a Host (either transport)
+
+def read_sysctl(host, key: str) -> str | None:
+    """The live value of a sysctl on the host (its own network namespace), None when it does not exist."""
+    from .checks import evidence
+
+    path = "/proc/sys/" + key.replace(".", "/")
+    r = host.run(f"cat {path}")
+    evidence(f"{host.id}: cat {path}", r.evidence())
+    return r.stdout.strip() if r.rc == 0 else None
+
+
+def read_files(host, globs: list[str], what: str) -> dict[str, str]:
+    """{path: text} of the host's files matching the globs (evidence: every file shown)."""
+    from .checks import evidence
+
+    r = host.run(dump_files_script(globs))
+    evidence(f"{host.id}: {what} ({' '.join(globs)})", r.evidence())
+    return split_dump(r.stdout)
+
+
+def bridge_cni(host) -> tuple[bool | None, str]:
+    """Whether the host's CNI puts pods on a Linux bridge, and why (see cni_uses_bridge)."""
+    files = read_files(host, ["/etc/cni/net.d/*.conf", "/etc/cni/net.d/*.conflist", "/etc/cni/net.d/*.json"],
+                       "CNI configs")
+    return cni_uses_bridge(files)
