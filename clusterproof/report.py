@@ -143,13 +143,20 @@ def e(value: Any) -> str:
 CSS = """
 .cp{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:#1d232b;max-width:1200px}
 .cp h3{font-size:17px;margin:22px 0 8px;border-bottom:2px solid #e3e7ed;padding-bottom:4px}
-.cp table{border-collapse:collapse;margin:4px 0 8px;font-size:13px}
-.cp th,.cp td{border:1px solid #d5dbe3;padding:4px 9px;text-align:left;vertical-align:top}
+.cp table{border-collapse:collapse;margin:4px 0 8px;font-size:13px;max-width:100%}
+.cp th,.cp td{border:1px solid #d5dbe3;padding:4px 9px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+#cp-failures{width:100%;table-layout:fixed}
+#cp-failures col.c1{width:25%}#cp-failures col.c2{width:7%}#cp-failures col.c3{width:12%}
+body{display:flex;flex-direction:column}
+body>h1{order:-3}body>p:first-of-type{order:-2}body>.summary{order:-1}
+#environment-header,#environment{order:5}body>footer{order:6}
+#environment-header h2:after{content:" (of the machine that ran the suite)";font-weight:400;font-size:14px}
 .cp th{background:#f1f4f8;font-weight:600}
 .cp code{font:12px/1.4 "DejaVu Sans Mono",Menlo,Consolas,monospace;background:#f1f4f8;padding:1px 4px;border-radius:3px}
 .cp-verdict{display:flex;align-items:center;gap:18px;padding:14px 18px;border-radius:8px;margin:6px 0 14px;
  border:2px solid}
-.cp-verdict .big{font-size:30px;font-weight:800;letter-spacing:1px}
+.cp-verdict .big{font-size:30px;font-weight:800;letter-spacing:1px;white-space:nowrap}
+.cp-verdict .who{font-size:13px;color:#1d232b;margin:2px 0}
 .cp-verdict .why{font-size:15px}
 .cp-verdict .digest{font-size:12px;color:#39424e;word-break:break-all}
 .cp-PASS{background:#e8f6ec;border-color:#2e8b57;color:#155d32}
@@ -178,7 +185,9 @@ CSS = """
  border:1px solid #d5dbe3;padding:6px 8px;font:12px/1.4 "DejaVu Sans Mono",Menlo,Consolas,monospace}
 .cp-muted{color:#59636f}
 .cp-list li{margin:3px 0}
+body,#results-table,.filters button,.collapse button{color:#3a434e}
 #results-table{font-size:13px}
+.cp-check,.cp-check dd{color:#1d232b}
 """
 
 
@@ -195,6 +204,7 @@ def render_header(doc: dict) -> str:
         f'<div class="cp-verdict cp-{e(v)}" id="cp-verdict" data-verdict="{e(v)}">'
         f'<div class="big">SIGN-OFF: {e(v)}</div><div><div class="why">{e(doc["verdict_reason"])} &mdash; '
         f'{t["passed"]} passed, {t["failed"]} failed, {t["error"]} errors, {t["skipped"]} skipped</div>'
+        f'<div class="who">{e(_identity(fp))}</div>'
         f'<div class="digest">SHA-256 <code id="cp-digest">{e(doc["digest"]["value"])}</code> '
         f'(verify: <code>python -m clusterproof.verify summary.json report.html</code>)</div></div></div>')
 
@@ -210,7 +220,8 @@ def render_header(doc: dict) -> str:
 
     bad = [c for c in doc["checks"] if c["outcome"] in BAD]
     if bad:
-        parts.append('<h3>What failed</h3><table id="cp-failures"><tr><th>Check</th><th>Area</th><th>Node / host'
+        parts.append('<h3>What failed</h3><table id="cp-failures"><colgroup><col class="c1"><col class="c2">'
+                     '<col class="c3"><col><col><col></colgroup><tr><th>Check</th><th>Area</th><th>Node / host'
                      '</th><th>Expected</th><th>Observed</th><th>Fix</th></tr>')
         for c in bad:
             f = c.get("finding") or {}
@@ -233,6 +244,15 @@ def render_header(doc: dict) -> str:
     parts.append(render_fingerprint(fp, doc))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _identity(fp: dict) -> str:
+    if not fp.get("server"):
+        return "cluster: not reached"
+    nodes = fp.get("nodes") or []
+    return (f'cluster {fp["server"]} · Kubernetes {fp.get("server_version") or "?"} · {len(nodes)} node'
+            f'{"s" if len(nodes) != 1 else ""} · context {fp.get("context") or "-"}'
+            + (" · facts incomplete" if fp.get("error") else ""))
 
 
 def render_compare(cmp: dict) -> str:
