@@ -90,19 +90,21 @@ def _create_service(core_v1, namespace: str, body: dict) -> tuple[int, str]:
     return port, f"nodePort {NODE_PORT} is taken by {owner}; the checks use nodePort {port} instead"
 
 
-def _ready_nodes(cluster) -> tuple[dict[str, str], list[str]]:
+def _ready_nodes(core_v1) -> tuple[dict[str, str], list[str]]:
+    """Ready nodes (name -> InternalIP) and the names of the others (the NODE checks own those)."""
     ready, skipped = {}, []
-    for n in cluster.nodes:
-        conds = {c.type: c.status for c in (n.raw.status.conditions or [])} if n.raw is not None else {"Ready": "True"}
-        if conds.get("Ready") == "True" and n.internal_ip:
-            ready[n.name] = n.internal_ip
+    for n in core_v1.list_node(_request_timeout=timeouts.get("api")).items:
+        conds = {c.type: c.status for c in n.status.conditions or []}
+        ip = next((a.address for a in n.status.addresses or [] if a.type == "InternalIP"), None)
+        if conds.get("Ready") == "True" and ip:
+            ready[n.metadata.name] = ip
         else:
-            skipped.append(n.name)
+            skipped.append(n.metadata.name)
     return ready, skipped
 
 
 @pytest.fixture(scope="module")
-def hello(namespace, core_v1, apps_v1, cluster, pytestconfig) -> Hello:
+def hello(namespace, core_v1, apps_v1, pytestconfig) -> Hello:
     """hello-python's Deployment and Service plus the probe pods, created in the module's namespace (no waiting)."""
     run = runid.get(pytestconfig)
     t = timeouts.get("api")
@@ -117,7 +119,7 @@ def hello(namespace, core_v1, apps_v1, cluster, pytestconfig) -> Hello:
         svc["spec"]["selector"] = {"app": f"{APP}-matches-nothing"}
     apps_v1.create_namespaced_deployment(namespace, dep, _request_timeout=t)
     node_port, note = _create_service(core_v1, namespace, svc)
-    nodes, skipped = _ready_nodes(cluster)
+    nodes, skipped = _ready_nodes(core_v1)
     state = Hello(namespace, dep["metadata"]["name"], svc["metadata"]["name"], node_port, note, nodes, skipped)
     image = pytestconfig.getoption("probe_image")
     for i, node in enumerate(nodes):

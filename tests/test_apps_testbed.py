@@ -1,0 +1,86 @@
+"""The hello-python checks (suites/apps) against the real testbed: healthy passes, each fault fails its owner.
+
+Faults: kube-proxy stopped on tb-node-1 (testbed fault API; ClusterIP and NodePort fail, Pod IP
+passes), a Service whose selector matches nothing, and a replica that never becomes ready (both
+through the suite's self-test knob CLUSTERPROOF_SELFTEST_HELLO_FAULT).
+"""
+from __future__ import annotations
+
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import ROOT, run_suite, testbed_cli
+
+pytestmark = pytest.mark.testbed
+
+SUITE = str(ROOT / "suites" / "apps" / "test_hello_python.py")
+CHECKS = {
+    "APP-001": "test_rollout_completes",
+    "APP-002": "test_pod_ip_answers_from_another_pod",
+    "APP-003": "test_service_answers_on_cluster_ip_and_dns_name",
+    "APP-004": "test_nodeport_answers_on_every_node",
+    "APP-005": "test_every_ready_replica_answers",
+    "APP-006": "test_endpoints_match_ready_pods",
+}
+
+
+def outcomes(pytester: pytest.Pytester, testbed: dict, *args: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Run the hello-python checks; (check id -> passed|failed|error|skipped, check id -> message)."""
+    junit = pytester.path / "junit.xml"
+    result = run_suite(pytester, SUITE, "-p", "no:randomly", "--junitxml", str(junit), *args, testbed=testbed)
+    assert junit.exists(), result.stdout.str()[-3000:] + result.stderr.str()[-3000:]
+    by_name: dict[str, tuple[str, str]] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome, message = {"failure": "failed"}.get(tag, tag), (el.get("message") or "") + (el.text or "")
+        name = case.get("name", "").split("[")[0]
+        if by_name.get(name, ("passed",))[0] == "passed":  # a teardown error is reported as a second case
+            by_name[name] = (outcome, message)
+    seen = {cid: by_name.get(fn, ("missing", result.stdout.str()[-2000:])) for cid, fn in CHECKS.items()}
+    return {c: o for c, (o, _) in seen.items()}, {c: m for c, (_, m) in seen.items()}
+
+
+def test_healthy_testbed_passes_every_app_check(pytester, testbed):
+    got, messages = outcomes(pytester, testbed)
+    assert got == dict.fromkeys(CHECKS, "passed"), messages
+
+
+def test_kube_proxy_stopped_fails_cluster_ip_and_nodeport_only(pytester, testbed):
+    inject = testbed_cli("fault", "inject", "kube-proxy-stop", "--node", "tb-node-1", timeout=120)
+    try:
+        assert inject.returncode == 0, inject.stderr
+        got, messages = outcomes(pytester, testbed)
+    finally:
+        heal = testbed_cli("fault", "heal", "kube-proxy-stop", "--node", "tb-node-1", timeout=180)
+    assert heal.returncode == 0, heal.stderr
+    assert got == {"APP-001": "passed", "APP-002": "passed", "APP-003": "failed", "APP-004": "failed",
+                   "APP-005": "passed", "APP-006": "passed"}, messages
+    assert "tb-node-1" in messages["APP-003"] and "expected" in messages["APP-003"]
+    assert "node tb-node-1" in messages["APP-004"] and "fix: kube-proxy" in messages["APP-004"]
+    assert "node tb-node-2" not in messages["APP-004"]
+
+
+def test_selector_matching_nothing_fails_endpoints_check(pytester, testbed, monkeypatch):
+    monkeypatch.setenv("CLUSTERPROOF_SELFTEST_HELLO_FAULT", "selector-mismatch")
+    got, messages = outcomes(pytester, testbed)
+    assert got == {"APP-001": "passed", "APP-002": "passed", "APP-003": "skipped", "APP-004": "skipped",
+                   "APP-005": "skipped", "APP-006": "failed"}, messages
+    assert "matches no pod" in messages["APP-006"] and "fix:" in messages["APP-006"]
+    assert "APP-006" in messages["APP-003"]
+
+
+def test_replica_never_ready_fails_rollout_check(pytester, testbed, monkeypatch):
+    monkeypatch.setenv("CLUSTERPROOF_SELFTEST_HELLO_FAULT", "unready-replica")
+    got, messages = outcomes(pytester, testbed)
+    assert got == {"APP-001": "failed", "APP-002": "passed", "APP-003": "passed", "APP-004": "passed",
+                   "APP-005": "passed", "APP-006": "passed"}, messages
+    assert "without becoming ready" in messages["APP-001"] and "404" in messages["APP-001"]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-c", str(ROOT / "tests" / "pytest.ini")]))
