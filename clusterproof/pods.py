@@ -1,9 +1,26 @@
-"""Pods the checks run probes from: exec into a pod, a probe pod per node, an HTTP probe.
+"""In-cluster workloads for the checks: create, wait (failing fast), exec, probe, explain.
 
-An HTTP probe has four outcomes, as cilium's connectivity test tells them apart:
-`ok` (answered 2xx), `http_error` (answered with an error status), `unreachable` (refused,
-timed out, no route: a definite network result) and `inconclusive` (the exec transport
-failed, or the probe printed nothing). Only `inconclusive` is retried; a wrong answer never is.
+API (keep it small; fixtures/workloads.py wraps it per test module):
+
+- `Workloads(api_client, namespace, run, image_options)`: everything a module creates.
+  `create(body_or_manifest)` labels a Pod/Deployment/DaemonSet/Service/ConfigMap (dict, or a path
+  relative to manifests/) with the run labels and creates it in the namespace;
+  `wait_pods(names, ready=False)`, `wait_deployment(name)`, `wait_daemonset(name)` poll with
+  `wait.wait_for` and stop at once on an image pull error, naming the image and the option that
+  sets it (`--probe-image`); `probe_pods(nodes)` starts one probe pod per node (pinned with
+  nodeAffinity on kubernetes.io/hostname) and returns {node: pod}; `snapshot()` is the text of
+  pod states and events kept as evidence when a check fails.
+- `exec_in_pod(core_v1, ns, pod, argv, timeout)` -> `ExecResult(rc, stdout, stderr, error)`;
+  `error` set means the exec transport failed (inconclusive), never raised.
+- `http_get_from_pod(...)`, `tcp_from_pod(...)`, `http_get_local(...)` -> `HttpResult`;
+  `conclusive(lambda: ...)` repeats a probe only while it is inconclusive.
+- `probe_pod(...)` (a manifest), `pod_problem(pod)`, `wait_running(...)`: lower-level pieces.
+
+A probe has four outcomes, as cilium's connectivity test tells them apart:
+`ok` (answered 2xx / port open), `http_error` (answered with an error status), `unreachable`
+(refused, timed out, no route: a definite network result) and `inconclusive` (the exec transport
+failed, the probe printed nothing, the probe tool crashed). Only `inconclusive` is retried; a wrong
+answer never is.
 """
 from __future__ import annotations
 
@@ -11,6 +28,7 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import runid, timeouts
@@ -77,21 +95,46 @@ def _one_line(exc: BaseException) -> str:
 
 # ------------------------------------------------------------------ probe pods
 
+SERVE_PORT = 8080
+
+
+def served_text(pod: str) -> str:
+    """What a serving probe pod answers on SERVE_PORT: names the pod, so a wrong answer is told apart."""
+    return f"clusterproof-probe {pod}"
+
+
 def probe_pod(name: str, node: str, image: str, run: dict[str, str], host_network: bool = False,
-              labels: dict[str, str] | None = None) -> dict:
-    """A pod that sleeps on one node (placed by nodeName, so it does not depend on the scheduler or taints)."""
+              labels: dict[str, str] | None = None, pin: str = "nodeName", hostname: str | None = None,
+              serve: bool = False) -> dict:
+    """A pod that sleeps on one node, tolerating every taint.
+
+    pin="nodeName" places it without the scheduler; pin="affinity" asks the scheduler with a required
+    nodeAffinity on kubernetes.io/hostname (`hostname`, default the node name), so the pod goes
+    through scheduling and admission like a workload. serve=True also answers HTTP GET on SERVE_PORT
+    with `served_text(name)` (busybox httpd, else python3's http.server).
+    """
+    command = ["sleep", "3600"]
+    if serve:
+        text = shlex.quote(served_text(name))
+        command = ["sh", "-c", (f"mkdir -p /tmp/www && echo {text} > /tmp/www/index.html && "
+                                f"(httpd -f -p {SERVE_PORT} -h /tmp/www 2>/dev/null || "
+                                f"python3 -m http.server {SERVE_PORT} -d /tmp/www) & exec sleep 3600")]
     spec: dict = {
-        "nodeName": node,
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": 1,
         "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
         "tolerations": [{"operator": "Exists"}],
         "containers": [{
             "name": "probe", "image": image, "imagePullPolicy": "IfNotPresent",
-            "command": ["sleep", "3600"],
+            "command": command,
             "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}},
         }],
     }
+    if pin == "affinity":
+        spec["affinity"] = node_affinity(hostname or node)
+    else:
+        spec["nodeName"] = node
     if host_network:
         # ClusterFirstWithHostNet: a host-network pod still resolves Service names through cluster DNS.
         spec.update(hostNetwork=True, dnsPolicy="ClusterFirstWithHostNet")
@@ -103,13 +146,30 @@ def probe_pod(name: str, node: str, image: str, run: dict[str, str], host_networ
     }
 
 
-def pod_problem(pod: Any) -> str | None:
-    """A reason the pod can never start (image pull, config, crash), or None."""
+def node_affinity(hostname: str) -> dict:
+    """A required nodeAffinity on the node's kubernetes.io/hostname label."""
+    term = {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [hostname]}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+def pod_problem(pod: Any, image_options: dict[str, str] | None = None) -> str | None:
+    """A reason the pod can never start (image pull, config, crash), or None.
+
+    An image pull error names the image and, when `image_options` maps it to the option that sets it
+    (e.g. {"localhost/clusterproof/probe:1": "--probe-image"}), that option.
+    """
+    specs = {c.name: c.image for c in (pod.spec.containers or []) + (pod.spec.init_containers or [])}
     for cs in (pod.status.container_statuses or []) + (pod.status.init_container_statuses or []):
         waiting = cs.state.waiting if cs.state else None
         if waiting and waiting.reason in START_ERRORS:
             msg = (waiting.message or "").splitlines()[0][:160] if waiting.message else ""
-            return f"container {cs.name} ({cs.image}): {waiting.reason} {msg}".strip()
+            image = specs.get(cs.name) or cs.image
+            text = f"container {cs.name} ({image}): {waiting.reason} {msg}".strip()
+            if waiting.reason in PULL_ERRORS:
+                option = (image_options or {}).get(image)
+                how = f"pass {option} with an image the nodes can pull" if option else "use an image the nodes can pull"
+                text += f"; image {image} cannot be pulled: mirror it to a reachable registry or {how}"
+            return text
     if pod.status.phase == "Failed":
         return f"phase Failed: {pod.status.reason or ''} {pod.status.message or ''}".strip()
     return None
@@ -128,24 +188,50 @@ def create_probe_pods(core_v1: Any, namespace: str, nodes: list[str], image: str
     return names
 
 
-def wait_running(core_v1: Any, namespace: str, pods: list[str], timeout: float | None = None) -> None:
-    """Wait until every named pod is Running; abort at once on an image pull or start error."""
+def wait_running(core_v1: Any, namespace: str, pods: list[str], timeout: float | None = None,
+                 image_options: dict[str, str] | None = None, ready: bool = False) -> dict[str, Any]:
+    """Wait until every named pod is Running (and Ready with ready=True); abort at once on a start error.
+
+    Returns {name: V1Pod} as last read.
+    """
     __tracebackhide__ = True
     t = timeouts.get("api")
+    seen: dict[str, Any] = {}
 
     def running():
         states = {}
         for name in pods:
             pod = core_v1.read_namespaced_pod(name, namespace, _request_timeout=t)
-            problem = pod_problem(pod)
+            seen[name] = pod
+            problem = pod_problem(pod, image_options)
             if problem:
-                raise Never(f"pod {namespace}/{name} on {pod.spec.node_name}: {problem}")
-            states[name] = pod.status.phase
-        return all(p == "Running" for p in states.values()), states
+                raise Never(f"pod {namespace}/{name} on {pod.spec.node_name or 'no node yet'}: {problem}")
+            states[name] = pod_state(pod)
+        done = all(seen[n].status.phase == "Running" and (not ready or is_ready(seen[n])) for n in pods)
+        return done, states
 
-    wait_for(running, f"probe pods {', '.join(pods)} in {namespace} to run", timeout or timeouts.get("pod_start"),
-             interval=0.5, describe=lambda s: ", ".join(f"{k}: {v}" for k, v in s.items()) if isinstance(s, dict)
-             else str(s))
+    wait_for(running, f"pods {', '.join(pods)} in {namespace} to {'be ready' if ready else 'run'}",
+             timeout or timeouts.get("pod_start"), interval=0.5,
+             describe=lambda s: ", ".join(f"{k}: {v}" for k, v in s.items()) if isinstance(s, dict) else str(s))
+    return dict(seen)
+
+
+def is_ready(pod: Any) -> bool:
+    """The pod's Ready condition is True."""
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def pod_state(pod: Any) -> str:
+    """One line: phase, waiting reasons, an unschedulable message, readiness."""
+    parts = [pod.status.phase or "Unknown"]
+    for c in pod.status.conditions or []:
+        if c.type == "PodScheduled" and c.status != "True" and c.message:
+            parts.append(f"unschedulable: {c.message[:120]}")
+    for cs in pod.status.container_statuses or []:
+        if cs.state and cs.state.waiting:
+            parts.append(f"{cs.name} {cs.state.waiting.reason}")
+    parts.append("ready" if is_ready(pod) else "not ready")
+    return ", ".join(parts)
 
 
 # ------------------------------------------------------------------ HTTP probe
@@ -257,3 +343,188 @@ def conclusive(probe: Callable[[], HttpResult], timeout: float | None = None, in
         if res.conclusive or time.monotonic() >= deadline:
             return res
         time.sleep(interval)
+
+
+def tcp_script(host: str, port: int, connect_timeout: float) -> str:
+    """sh text that tries a TCP connect with busybox/BSD `nc -z -w`, bounded by `timeout`, then prints the marker."""
+    h, ct = shlex.quote(host), max(1, round(connect_timeout))
+    return (f"T=; command -v timeout >/dev/null 2>&1 && T='timeout {ct + 3}';"
+            f" out=$($T nc -z -w {ct} {h} {int(port)} 2>&1); rc=$?; printf '%s\\n{_MARK}%s\\n' \"$out\" \"$rc\"")
+
+
+def tcp_from_pod(core_v1: Any, namespace: str, pod: str, host: str, port: int,
+                 connect_timeout: float | None = None) -> HttpResult:
+    """One TCP connect from inside a pod: ok (port open), unreachable, or inconclusive."""
+    ct = connect_timeout or timeouts.get("probe_connect")
+    res = exec_in_pod(core_v1, namespace, pod, ["sh", "-c", tcp_script(host, port, ct)], timeout=ct + 15)
+    source, target = f"pod {namespace}/{pod}", f"tcp://{host}:{port}"
+    if res.error:
+        return HttpResult("inconclusive", "", f"exec failed: {res.error}", source, target, res.evidence())
+    if _MARK not in res.stdout:
+        return HttpResult("inconclusive", "", "the probe printed nothing", source, target, res.evidence())
+    body, _, rc = res.stdout.rpartition(_MARK)
+    rc = rc.strip()
+    if rc == "0":
+        return HttpResult("ok", body, "port open", source, target, res.evidence())
+    if rc in ("139", "134", "127"):  # the probe tool crashed or is missing: says nothing about the network
+        return HttpResult("inconclusive", body, f"probe tool failed (exit {rc})", source, target, res.evidence())
+    detail = "timed out" if rc in ("124", "143") else (body.strip().splitlines() or [f"exit {rc}: refused or no route"])[-1]
+    return HttpResult("unreachable", body, detail[:200], source, target, res.evidence())
+
+
+# ------------------------------------------------------------------ workloads of one test module
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+_POD_TEMPLATE_KINDS = {"Deployment", "DaemonSet", "StatefulSet", "ReplicaSet", "Job"}
+
+
+def load_manifest(path: str | Any) -> list[dict]:
+    """The YAML documents of a file (absolute, or relative to manifests/), empty documents dropped."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_absolute():
+        p = MANIFESTS / p
+    return [d for d in yaml.safe_load_all(p.read_text()) if d]
+
+
+def labelled(body: dict, run: dict[str, str]) -> dict:
+    """A deep copy of body with the run labels on its metadata and on its pod template."""
+    import copy
+
+    body = copy.deepcopy(body)
+    run_labels = {runid.LABEL_OWNED: "true", runid.LABEL_RUN: run["run"]}
+    body.setdefault("metadata", {}).setdefault("labels", {}).update(run_labels)
+    if body.get("kind") in _POD_TEMPLATE_KINDS:
+        tmpl = body.setdefault("spec", {}).setdefault("template", {})
+        tmpl.setdefault("metadata", {}).setdefault("labels", {}).update(run_labels)
+    return body
+
+
+class Workloads:
+    """What one test module creates in its namespace, and how to wait for and explain it."""
+
+    def __init__(self, api_client: Any, namespace: str, run: dict[str, str],
+                 image_options: dict[str, str] | None = None):
+        from kubernetes import client
+
+        self.api_client, self.namespace, self.run = api_client, namespace, run
+        self.core_v1, self.apps_v1 = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+        self.image_options = dict(image_options or {})   # image -> the option that sets it
+        self.created: list[tuple[str, str]] = []         # (kind, name)
+
+    def create(self, body: dict | str) -> list[dict]:
+        """Create a manifest dict (or every document of a manifests/ file) in the namespace, labelled."""
+        docs = [body] if isinstance(body, dict) else load_manifest(body)
+        t = timeouts.get("api")
+        made = []
+        for doc in docs:
+            doc = labelled(doc, self.run)
+            doc["metadata"]["namespace"] = self.namespace
+            kind, ns = doc["kind"], self.namespace
+            create = {
+                "Pod": self.core_v1.create_namespaced_pod,
+                "Service": self.core_v1.create_namespaced_service,
+                "ConfigMap": self.core_v1.create_namespaced_config_map,
+                "Deployment": self.apps_v1.create_namespaced_deployment,
+                "DaemonSet": self.apps_v1.create_namespaced_daemon_set,
+            }.get(kind)
+            if create is None:
+                raise ValueError(f"Workloads.create: kind {kind} is not supported")
+            create(ns, doc, _request_timeout=t)
+            self.created.append((kind, doc["metadata"]["name"]))
+            made.append(doc)
+        return made
+
+    def wait_pods(self, names: list[str], ready: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the named pods to run (or be ready); fail fast on image pull errors. {name: V1Pod}."""
+        __tracebackhide__ = True
+        return wait_running(self.core_v1, self.namespace, names, timeout, self.image_options, ready)
+
+    def _selected_pods(self, selector: dict[str, str]) -> list[Any]:
+        sel = ",".join(f"{k}={v}" for k, v in selector.items())
+        return self.core_v1.list_namespaced_pod(self.namespace, label_selector=sel,
+                                                _request_timeout=timeouts.get("api")).items
+
+    def _check_pods(self, pods: list[Any]) -> None:
+        for pod in pods:
+            problem = pod_problem(pod, self.image_options)
+            if problem:
+                raise Never(f"pod {self.namespace}/{pod.metadata.name}: {problem}")
+
+    def wait_deployment(self, name: str, timeout: float | None = None) -> Any:
+        """Wait until the Deployment has all replicas updated and available; fail fast on pod start errors."""
+        __tracebackhide__ = True
+        t = timeouts.get("api")
+
+        def rolled():
+            d = self.apps_v1.read_namespaced_deployment(name, self.namespace, _request_timeout=t)
+            self._check_pods(self._selected_pods(d.spec.selector.match_labels or {}))
+            want, st = d.spec.replicas or 0, d.status
+            done = (st.observed_generation or 0) >= d.metadata.generation and (st.updated_replicas or 0) == want \
+                and (st.available_replicas or 0) == want
+            return done, f"{st.available_replicas or 0}/{want} available, {st.updated_replicas or 0} updated"
+
+        return wait_for(rolled, f"deployment {self.namespace}/{name} to roll out", timeout or timeouts.get("rollout"))
+
+    def wait_daemonset(self, name: str, timeout: float | None = None) -> Any:
+        """Wait until the DaemonSet has a ready pod on every node it targets; fail fast on pod start errors."""
+        __tracebackhide__ = True
+        t = timeouts.get("api")
+
+        def ready():
+            d = self.apps_v1.read_namespaced_daemon_set(name, self.namespace, _request_timeout=t)
+            self._check_pods(self._selected_pods(d.spec.selector.match_labels or {}))
+            st = d.status
+            want = st.desired_number_scheduled or 0
+            done = want > 0 and (st.number_ready or 0) == want and (st.updated_number_scheduled or 0) == want
+            return done, f"{st.number_ready or 0}/{want} ready"
+
+        return wait_for(ready, f"daemonset {self.namespace}/{name} to be ready", timeout or timeouts.get("daemonset"))
+
+    def probe_pods(self, nodes: dict[str, str], image: str, prefix: str = "probe", serve: bool = False,
+                   host_network: bool = False) -> dict[str, str]:
+        """One probe pod per node ({node name: kubernetes.io/hostname}), pinned by nodeAffinity; {node: pod}."""
+        names = {}
+        for i, (node, hostname) in enumerate(sorted(nodes.items())):
+            name = f"{prefix}-{i}"
+            self.create(probe_pod(name, node, image, self.run, host_network=host_network, pin="affinity",
+                                  hostname=hostname, serve=serve))
+            names[node] = name
+        return names
+
+    def snapshot(self) -> str:
+        """Pod states (node, IP, per-container state) and the namespace's events, as text for evidence."""
+        return namespace_snapshot(self.core_v1, self.namespace)
+
+
+def namespace_snapshot(core_v1: Any, namespace: str, max_events: int = 40) -> str:
+    """Pod states and recent events of a namespace, as text; API errors become a line, never raised."""
+    t = timeouts.get("api")
+    lines = [f"# pods in {namespace}"]
+    try:
+        for pod in core_v1.list_namespaced_pod(namespace, _request_timeout=t).items:
+            lines.append(f"{pod.metadata.name} node={pod.spec.node_name or '-'} ip={pod.status.pod_ip or '-'} "
+                         f"{pod_state(pod)}")
+            for cs in pod.status.container_statuses or []:
+                st = cs.state
+                what = ("running" if st and st.running else
+                        f"waiting {st.waiting.reason}: {(st.waiting.message or '')[:160]}" if st and st.waiting else
+                        f"terminated {st.terminated.reason} exit {st.terminated.exit_code}" if st and st.terminated
+                        else "unknown")
+                lines.append(f"  {cs.name} ({cs.image}) restarts={cs.restart_count}: {what}")
+    except Exception as exc:  # noqa: BLE001 - evidence is best effort
+        lines.append(f"(listing pods failed: {_one_line(exc)})")
+    lines.append(f"# events in {namespace}")
+    try:
+        events = core_v1.list_namespaced_event(namespace, _request_timeout=t).items
+
+        def when(e):
+            return str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp or "")
+
+        for e in sorted(events, key=when)[-max_events:]:
+            obj = e.involved_object
+            lines.append(f"{when(e)} {e.type} {e.reason} {obj.kind}/{obj.name}: {(e.message or '').strip()[:200]}")
+    except Exception as exc:  # noqa: BLE001
+        lines.append(f"(listing events failed: {_one_line(exc)})")
+    return "\n".join(lines)
