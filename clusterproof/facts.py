@@ -59,7 +59,9 @@ def node_facts(node) -> NodeFacts:
     ip = next((a.address for a in (st.addresses or []) if a.type == "InternalIP"), None)
     labels = node.metadata.labels or {}
     roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/")) or ["<none>"]
-    cidrs = list(node.spec.pod_cid_rs or ([node.spec.pod_cidr] if node.spec.pod_cidr else []))
+    # The attribute is pod_cidrs in newer kubernetes clients (pod_cid_rs in older ones).
+    many = getattr(node.spec, "pod_cidrs", None) or getattr(node.spec, "pod_cid_rs", None)
+    cidrs = list(many or ([node.spec.pod_cidr] if node.spec.pod_cidr else []))
     return NodeFacts(
         name=node.metadata.name,
         internal_ip=ip,

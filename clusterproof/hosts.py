@@ -201,7 +201,8 @@ class PodHost(Host):
         from kubernetes.stream import stream
 
         pod = self._pod()
-        cmd = ["chroot", "/host", "sh", "-c", script]
+        # An absolute path: busybox's chroot would otherwise run its own `sh` applet, not the host's shell.
+        cmd = ["chroot", "/host", "/bin/sh", "-c", script]
         try:
             ws = stream(self._core.connect_get_namespaced_pod_exec, pod, self._ns, command=cmd,
                         stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False,
