@@ -1,0 +1,343 @@
+"""Which CNI a cluster runs, where its pod addresses come from, and whether those sources agree.
+
+Pure functions over API objects (kubernetes client models or anything shaped like them) and host
+file texts, so they are unit-tested without a cluster; `detect_cni(api_client)` and
+`gather_cidr_sources(api_client)` are the two thin wrappers that read the API.
+
+- `detect(daemonsets, host_configs=None) -> Detection`: the CNI's name ("calico", "cilium",
+  "flannel", "weave", "kube-router", ..., "bridge" from a config file, or "unknown"), the agent
+  DaemonSets that run it, and what told us.
+- `parse_config_dir(files) -> ConfigDir`: the network config the runtime loads from /etc/cni/net.d
+  (the first valid file by name, as containerd and CRI-O choose it) and the problems found.
+- `cidr_disagreements(sources, node_cidrs)`: rows where kubeadm-config `podSubnet`, the
+  controller-manager's `--cluster-cidr`, Calico IPPools and node podCIDRs contradict each other.
+- `pod_ip_violations(pods, cni, sources, node_cidrs)`: rows for pod IPs outside the range they must be in.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import timeouts
+
+# (name, words found in an agent DaemonSet's name, container names or images). Order matters:
+# canal ships calico and flannel containers; multus is a meta-plugin and names no network.
+KNOWN: list[tuple[str, tuple[str, ...]]] = [
+    ("cilium", ("cilium",)),
+    ("canal", ("canal",)),
+    ("calico", ("calico-node", "calico/node", "calico")),
+    ("flannel", ("flannel",)),
+    ("weave", ("weave-net", "weaveworks/weave", "weave-kube")),
+    ("kube-router", ("kube-router",)),
+    ("antrea", ("antrea",)),
+    ("kube-ovn", ("kube-ovn",)),
+    ("ovn-kubernetes", ("ovnkube",)),
+    ("kindnet", ("kindnet",)),
+    ("aws-vpc-cni", ("aws-node", "amazon-k8s-cni")),
+    ("azure-cni", ("azure-cns", "azure-vnet")),
+]
+# CNI config plugin types -> the CNI's name.
+CONFIG_TYPES = {
+    "calico": "calico", "flannel": "flannel", "cilium-cni": "cilium", "weave-net": "weave",
+    "antrea": "antrea", "kube-ovn": "kube-ovn", "ovn-k8s-cni-overlay": "ovn-kubernetes",
+    "aws-cni": "aws-vpc-cni", "azure-vnet": "azure-cni", "bridge": "bridge", "ptp": "ptp",
+    "macvlan": "macvlan", "ipvlan": "ipvlan",
+}
+# CNIs whose IPAM hands out each node's podCIDR (host-local): a pod's IP lies in its node's podCIDR.
+PER_NODE_IPAM = {"bridge", "ptp", "flannel", "canal", "kindnet", "kube-router"}
+CONFIG_SUFFIXES = (".conf", ".conflist", ".json")
+CONFIG_DIR = "/etc/cni/net.d"
+
+
+def _get(obj: Any, *path: str) -> Any:
+    """obj.a.b or obj["a"]["b"], None when missing (API models and plain dicts alike)."""
+    for p in path:
+        if obj is None:
+            return None
+        obj = obj.get(p) if isinstance(obj, dict) else getattr(obj, p, None)
+    return obj
+
+
+@dataclass
+class Detection:
+    """What the cluster's CNI is and what said so."""
+
+    name: str                                            # e.g. "calico", "bridge", "unknown"
+    agents: list[str] = field(default_factory=list)      # "namespace/name" of its agent DaemonSets
+    evidence: list[str] = field(default_factory=list)    # one line per thing that told us
+    others: list[str] = field(default_factory=list)      # other CNIs seen (e.g. a leftover flannel)
+
+
+def _words(ds: Any) -> str:
+    containers = (_get(ds, "spec", "template", "spec", "containers") or []) + \
+        (_get(ds, "spec", "template", "spec", "init_containers") or _get(ds, "spec", "template", "spec",
+                                                                           "initContainers") or [])
+    parts = [_get(ds, "metadata", "name") or ""]
+    for c in containers:
+        parts += [_get(c, "name") or "", _get(c, "image") or ""]
+    return " ".join(parts).lower()
+
+
+def detect(daemonsets: Iterable[Any], host_configs: dict[str, ConfigDir] | None = None) -> Detection:
+    """Name the CNI from agent DaemonSets (all namespaces) and, when given, the hosts' CNI configs."""
+    found: dict[str, list[str]] = {}
+    for ds in daemonsets:
+        words = _words(ds)
+        for name, keys in KNOWN:
+            if any(k in words for k in keys):
+                ref = f"{_get(ds, 'metadata', 'namespace')}/{_get(ds, 'metadata', 'name')}"
+                found.setdefault(name, []).append(ref)
+                break
+    by_config: dict[str, list[str]] = {}
+    for node, cfg in sorted((host_configs or {}).items()):
+        if cfg.loaded and cfg.cni:
+            by_config.setdefault(cfg.cni, []).append(f"{cfg.loaded} on {node}")
+    order = [n for n, _ in KNOWN]
+    if found:
+        name = min(found, key=order.index)
+        ev = [f"DaemonSet {ref}" for ref in found[name]]
+        if name in by_config:
+            ev += by_config[name]
+        others = sorted(set(found) - {name})
+        return Detection(name, list(found[name]), ev, others)
+    if by_config:
+        name = max(by_config, key=lambda n: len(by_config[n]))
+        return Detection(name, [], by_config[name], sorted(set(by_config) - {name}))
+    return Detection("unknown", [], ["no known CNI agent DaemonSet in any namespace"
+                                     + ("" if host_configs else "; host CNI configs not read")])
+
+
+def detect_cni(api_client: Any, host_configs: dict[str, ConfigDir] | None = None) -> str:
+    """The cluster's CNI name for the report header ("calico", ..., "unknown"); never raises on API errors."""
+    from kubernetes import client
+
+    try:
+        dss = client.AppsV1Api(api_client).list_daemon_set_for_all_namespaces(
+            _request_timeout=timeouts.get("api")).items
+    except Exception:  # noqa: BLE001 - a header field, not a verdict
+        dss = []
+    return detect(dss, host_configs).name
+
+
+# ------------------------------------------------------------------ CNI config on a host
+
+@dataclass
+class ConfigDir:
+    """The CNI config files of one host and the one the runtime loads."""
+
+    files: dict[str, str]                     # path -> text
+    loaded: str | None = None                 # the file the runtime uses (first valid by name)
+    cni: str | None = None                    # the CNI name its first plugin type maps to
+    plugins: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_config_dir(files: dict[str, str]) -> ConfigDir:
+    """Which config the runtime loads: the first file by name that parses and names a plugin type."""
+    out = ConfigDir(dict(files))
+    for path in sorted(files):
+        if not path.endswith(CONFIG_SUFFIXES):
+            continue
+        try:
+            doc = json.loads(files[path])
+        except ValueError as exc:
+            out.problems.append(f"{path}: not valid JSON ({str(exc)[:80]})")
+            continue
+        plugins = doc.get("plugins") if isinstance(doc, dict) and "plugins" in doc else [doc]
+        types = [p.get("type") for p in plugins or [] if isinstance(p, dict) and p.get("type")]
+        if not types:
+            out.problems.append(f"{path}: names no plugin type")
+            continue
+        out.loaded, out.plugins = path, types
+        out.cni = CONFIG_TYPES.get(types[0], types[0])
+        break
+    if not files:
+        out.problems.append(f"no files in {CONFIG_DIR}")
+    elif out.loaded is None and not out.problems:
+        out.problems.append(f"no *.conf, *.conflist or *.json file in {CONFIG_DIR}")
+    return out
+
+
+CONFIG_DIR_SCRIPT = (
+    f"if [ ! -d {CONFIG_DIR} ]; then echo '=== MISSING-DIR'; exit 0; fi; "
+    f"for f in {CONFIG_DIR}/*; do [ -f \"$f\" ] || continue; echo \"=== $f\"; cat \"$f\"; echo; done"
+)
+
+
+def split_config_dump(text: str) -> dict[str, str] | None:
+    """Files from CONFIG_DIR_SCRIPT's output (path -> text); None when the folder does not exist."""
+    files: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("=== "):
+            current = line[4:].strip()
+            if current == "MISSING-DIR":
+                return None
+            files[current] = ""
+        elif current:
+            files[current] += line + "\n"
+    return files
+
+
+# ------------------------------------------------------------------ pod CIDR sources
+
+def _nets(values: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    out = []
+    for v in values:
+        for part in str(v).split(","):
+            part = part.strip()
+            if part:
+                out.append(ipaddress.ip_network(part, strict=False))
+    return out
+
+
+def kubeadm_pod_subnet(cluster_configuration: str | None) -> list[str]:
+    """networking.podSubnet of kubeadm's ClusterConfiguration YAML (comma-separated for dual stack)."""
+    import yaml
+
+    if not cluster_configuration:
+        return []
+    doc = yaml.safe_load(cluster_configuration) or {}
+    sub = (doc.get("networking") or {}).get("podSubnet") or ""
+    return [s.strip() for s in str(sub).split(",") if s.strip()]
+
+
+def controller_manager_cidr(pods: Iterable[Any]) -> list[str]:
+    """--cluster-cidr of a kube-controller-manager static pod (with --allocate-node-cidrs)."""
+    for pod in pods:
+        for c in _get(pod, "spec", "containers") or []:
+            for arg in (_get(c, "command") or []) + (_get(c, "args") or []):
+                if str(arg).startswith("--cluster-cidr="):
+                    return [s for s in str(arg).split("=", 1)[1].split(",") if s]
+    return []
+
+
+def calico_pools(pools: Iterable[dict]) -> list[str]:
+    """spec.cidr of the enabled Calico IPPools."""
+    return [p["spec"]["cidr"] for p in pools if _get(p, "spec", "cidr") and not _get(p, "spec", "disabled")]
+
+
+def _within(net, ranges) -> bool:
+    return any(net.version == r.version and net.subnet_of(r) for r in ranges)
+
+
+def cidr_disagreements(sources: dict[str, list[str]], node_cidrs: dict[str, list[str]]) -> list[str]:
+    """Rows where the pod-CIDR sources contradict each other.
+
+    sources: cluster-wide ranges by source ("kubeadm-config podSubnet", "kube-controller-manager
+    --cluster-cidr", "Calico IPPool"); node_cidrs: node -> its podCIDRs.
+    """
+    rows = []
+    cluster = {k: _nets(v) for k, v in sources.items() if v and k != "Calico IPPool"}
+    pools = _nets(sources.get("Calico IPPool", []))
+    names = sorted(cluster)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if sorted(map(str, cluster[a])) != sorted(map(str, cluster[b])):
+                rows.append(f"{a} {', '.join(map(str, cluster[a]))} differs from {b} "
+                            f"{', '.join(map(str, cluster[b]))}")
+    for name in names:
+        for pool in pools:
+            if not _within(pool, cluster[name]):
+                rows.append(f"Calico IPPool {pool} is outside {name} {', '.join(map(str, cluster[name]))}")
+        for node, cidrs in sorted(node_cidrs.items()):
+            for c in _nets(cidrs):
+                if not _within(c, cluster[name]):
+                    rows.append(f"node {node} podCIDR {c} is outside {name} {', '.join(map(str, cluster[name]))}")
+    seen: list[tuple[str, Any]] = []
+    for node, cidrs in sorted(node_cidrs.items()):
+        for c in _nets(cidrs):
+            for other, oc in seen:
+                if c.version == oc.version and c.overlaps(oc):
+                    rows.append(f"node {node} podCIDR {c} overlaps node {other} podCIDR {oc}")
+            seen.append((node, c))
+    return rows
+
+
+def expected_ranges(cni: str, sources: dict[str, list[str]], node_cidrs: dict[str, list[str]]) -> tuple[str, dict]:
+    """How pod IPs are judged: ("per-node", {node: nets}) or ("cluster", {"*": nets}); ("", {}) when unknown."""
+    nodes = {n: _nets(c) for n, c in node_cidrs.items() if c}
+    if cni in PER_NODE_IPAM and nodes:
+        return "per-node", nodes
+    for key in ("Calico IPPool", "kubeadm-config podSubnet", "kube-controller-manager --cluster-cidr"):
+        if sources.get(key):
+            return "cluster", {"*": _nets(sources[key]), "source": key}
+    if nodes:
+        return "cluster", {"*": [c for cs in nodes.values() for c in cs], "source": "node podCIDRs"}
+    return "", {}
+
+
+def pod_ip_violations(pods: Iterable[Any], cni: str, sources: dict[str, list[str]],
+                      node_cidrs: dict[str, list[str]]) -> tuple[list[str], str, int]:
+    """(rows for pod IPs outside their range, a description of the rule, pods judged). hostNetwork pods skipped."""
+    mode, ranges = expected_ranges(cni, sources, node_cidrs)
+    if not mode:
+        return [], "", 0
+    if mode == "per-node":
+        rule = "each pod's IP inside its node's podCIDR"
+    else:
+        rule = f"every pod IP inside {', '.join(map(str, ranges['*']))} ({ranges['source']})"
+    rows, judged = [], 0
+    for pod in pods:
+        if _get(pod, "spec", "host_network") or _get(pod, "spec", "hostNetwork"):
+            continue
+        ips = [i.ip if hasattr(i, "ip") else i.get("ip") for i in (_get(pod, "status", "pod_i_ps")
+                                                                    or _get(pod, "status", "podIPs") or [])]
+        ips = ips or [ip for ip in [_get(pod, "status", "pod_ip") or _get(pod, "status", "podIP")] if ip]
+        if not ips:
+            continue
+        node = _get(pod, "spec", "node_name") or _get(pod, "spec", "nodeName")
+        allowed = ranges.get(node, []) if mode == "per-node" else ranges["*"]
+        if mode == "per-node" and node not in ranges:
+            continue  # a node without podCIDR: nothing to judge against
+        judged += 1
+        for ip in ips:
+            addr = ipaddress.ip_address(ip)
+            if not any(addr.version == r.version and addr in r for r in allowed):
+                name = f"{_get(pod, 'metadata', 'namespace')}/{_get(pod, 'metadata', 'name')}"
+                rows.append(f"pod {name} on {node}: IP {ip} outside {', '.join(map(str, allowed)) or 'any range'}")
+    return rows, rule, judged
+
+
+def gather_cidr_sources(api_client: Any) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
+    """(cluster-wide sources, node podCIDRs, evidence lines) read from the API; a missing source is left out."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    t = timeouts.get("api")
+    core = client.CoreV1Api(api_client)
+    sources: dict[str, list[str]] = {}
+    ev: list[str] = []
+    try:
+        cm = core.read_namespaced_config_map("kubeadm-config", "kube-system", _request_timeout=t)
+        sub = kubeadm_pod_subnet((cm.data or {}).get("ClusterConfiguration"))
+        ev.append(f"kube-system/kubeadm-config podSubnet: {sub or 'not set'}")
+        if sub:
+            sources["kubeadm-config podSubnet"] = sub
+    except ApiException as exc:
+        ev.append(f"kube-system/kubeadm-config: {exc.status} {exc.reason} (not a kubeadm cluster?)")
+    cm_pods = core.list_namespaced_pod("kube-system", label_selector="component=kube-controller-manager",
+                                       _request_timeout=t).items
+    ccidr = controller_manager_cidr(cm_pods)
+    ev.append(f"kube-controller-manager pods: {len(cm_pods)}, --cluster-cidr: {ccidr or 'not seen'}")
+    if ccidr:
+        sources["kube-controller-manager --cluster-cidr"] = ccidr
+    custom = client.CustomObjectsApi(api_client)
+    for group, version in (("crd.projectcalico.org", "v1"), ("projectcalico.org", "v3")):
+        try:
+            pools = custom.list_cluster_custom_object(group, version, "ippools", _request_timeout=t)["items"]
+        except ApiException:
+            continue
+        cidrs = calico_pools(pools)
+        ev.append(f"Calico IPPools ({group}/{version}): {cidrs}")
+        if cidrs:
+            sources["Calico IPPool"] = cidrs
+        break
+    node_cidrs = {}
+    for n in core.list_node(_request_timeout=t).items:
+        node_cidrs[n.metadata.name] = list(n.spec.pod_cid_rs or ([n.spec.pod_cidr] if n.spec.pod_cidr else []))
+    ev.append("node podCIDRs: " + ", ".join(f"{k}={v}" for k, v in sorted(node_cidrs.items())))
+    return sources, node_cidrs, ev
