@@ -633,3 +633,152 @@ def pair_keeps_limits(outs: dict[str, ProbeOutput], plans: dict[str, Plan], same
                        f"{len(bad)} problem(s): {bad[0]}", FIX_HAMI)
     return Verdict("pass", subject, "each pod limited to its own slice",
                    "; ".join(f"{p}: {o.summary()}" for p, o in outs.items()))
+
+
+def limit_mib(value: str | None) -> int | None:
+    """HAMi-core's limit syntax: `2048m`, `2g`, `512k` or plain bytes."""
+    if not value:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[iI]?[bB]?\s*", value)
+    if not m:
+        return None
+    n, unit = int(m.group(1)), m.group(2).lower()
+    return {"": n // (1024 * 1024), "k": n // 1024, "m": n, "g": n * 1024}[unit]
+
+
+def no_gpu_nodes_verdict() -> Verdict:
+    return Verdict("skip", "GPU nodes", "at least one node advertising nvidia.com/gpu", "none",
+                   "install the NVIDIA device plugin or HAMi on the GPU nodes",
+                   reason="no GPU nodes: no node has nvidia.com/gpu, nvidia.com/gpu.shared or nvidia.com/mig-* "
+                          "in capacity, a HAMi/4pd register annotation or GFD labels; pass --require-gpu to fail "
+                          "instead, or -m 'not gpu' to leave the GPU checks out",
+                   needs_cuda=True)
+
+
+def allocation_verdict(plan: Plan, *, error: str | None, node: str | None, annotations: dict[str, str],
+                       output: ProbeOutput | None, exec_error: str | None, pod: str = "the GPU pod") -> Verdict:
+    """A pod asking for one GPU (and a slice on HAMi) is scheduled, runs, and got what it asked for."""
+    asked = ", ".join(f"{k}: {v}" for k, v in plan.resources.items())
+    subject = f"{pod} asking for {asked} on {plan.node}"
+    expected = f"Running on {plan.node}"
+    if error:
+        fix = "see GPU-001 for the node's advertisement; check the device plugin and the scheduler's events"
+        if GPUMEM in error and plan.sharing == "vgpu":
+            fix = ("the pod was not placed by HAMi's scheduler: check the hami-scheduler pod and its webhook, which "
+                   "sets schedulerName on pods asking for nvidia.com/gpumem (is the namespace labelled "
+                   "hami.io/webhook=ignore?)")
+        elif "Insufficient" in error:
+            fix = "free a GPU on the node or check its device plugin (GPU-001)"
+        elif "pull" in error.lower() or "image" in error.lower():
+            fix = "make the GPU probe image pullable on the node or pass --gpu-probe-image (see --print-images)"
+        return Verdict("fail", subject, expected, error, fix)
+    if node and node != plan.node:
+        return Verdict("fail", subject, expected, f"running on {node}", "report this as a clusterproof bug")
+    bad = []
+    shown = []
+    if plan.sharing == "vgpu":
+        prefix = next((p for p in VGPU_PREFIXES if p + BIND_PHASE in annotations or p + ALLOCATED in annotations),
+                      VGPU_PREFIXES[0])
+        phase = annotations.get(prefix + BIND_PHASE)
+        if phase != "success":
+            bad.append(f"{prefix}{BIND_PHASE} is {phase!r}, expected 'success'")
+        try:
+            ctrs = parse_allocated(annotations.get(prefix + ALLOCATED))
+        except ValueError as exc:
+            ctrs = []
+            bad.append(f"{prefix}{ALLOCATED} cannot be read: {exc}")
+        devs = [d for c in ctrs for d in c]
+        if not devs and not any(ALLOCATED in b for b in bad):
+            bad.append(f"no {prefix}{ALLOCATED} annotation")
+        for d in devs:
+            shown.append(f"allocated {d.uuid} {d.mem_mib} MiB")
+            if d.mem_mib != plan.slice_mib:
+                bad.append(f"{prefix}{ALLOCATED} gives {d.uuid} {d.mem_mib} MiB, expected the {plan.slice_mib} "
+                           "MiB slice")
+    if output is None:
+        bad.append(f"the probe gave no result: {exec_error}")
+    elif plan.sharing == "vgpu":
+        env = output.data.get("env") or {}
+        lim = env.get("CUDA_DEVICE_MEMORY_LIMIT_0") or env.get("CUDA_DEVICE_MEMORY_LIMIT")
+        shown.append(f"CUDA_DEVICE_MEMORY_LIMIT_0={lim}")
+        if limit_mib(lim) != plan.slice_mib:
+            bad.append(f"container env CUDA_DEVICE_MEMORY_LIMIT_0={lim!r}, expected {plan.slice_mib}m "
+                       "(the device plugin's Allocate did not pass the slice)")
+    if bad:
+        fix = ("check the HAMi device plugin's logs for this pod's Allocate and the scheduler's bind" if plan.sharing
+               == "vgpu" else "check the device plugin's logs")
+        if output is None:
+            fix = "pass a --gpu-probe-image that has python3 (libcuda comes from the node)"
+        return Verdict("fail", subject, expected + " with its allocation recorded", "; ".join(bad), fix)
+    return Verdict("pass", subject, expected, "; ".join(shown) or "Running")
+
+
+def apply_verdict(v: Verdict, require_gpu: bool) -> None:
+    """Turn a verdict into the check's outcome: pass, checks.fail, or a skip (a failure under --require-gpu)."""
+    __tracebackhide__ = True
+    from . import checks
+
+    if v.status == "pass":
+        return
+    if v.status == "skip":
+        if require_gpu and v.needs_cuda:
+            checks.fail(v.subject, v.expected or "a CUDA device", v.observed or v.reason,
+                        v.fix or "run on a GPU node with the NVIDIA driver", rows=[v.reason])
+        checks.skip(v.reason)
+    checks.fail(v.subject, v.expected, v.observed, v.fix)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def pair_plans(node: GpuNode, plan: Plan, names: tuple[str, str] = ("gpu-pair-a", "gpu-pair-b")
+               ) -> tuple[dict[str, Plan], dict[str, str]]:
+    """Plans for two pods meant to share one physical GPU, and the pod annotations that pin them there.
+
+    HAMi: different slices (the plan's and half of it), pinned with nvidia.com/use-gpuuuid to the
+    first healthy GPU. MPS: the daemon's limit is the same for both; the node's only GPU is shared.
+    """
+    import copy
+
+    a, b = copy.deepcopy(plan), copy.deepcopy(plan)
+    ann: dict[str, str] = {}
+    if plan.sharing == "vgpu" and plan.slice_mib:
+        b.slice_mib = max(plan.slice_mib // 2, 256)
+        b.resources = {**plan.resources, GPUMEM: b.slice_mib}
+        b.note = f"HAMi slice of {b.slice_mib} MiB (nvidia.com/gpumem)"
+        try:
+            healthy = [d for d in parse_register(node.register) if d.health]
+        except ValueError:
+            healthy = []
+        if healthy:
+            ann[USE_UUID] = healthy[0].id
+    return {names[0]: a, names[1]: b}, ann
+
+
+def _gpu_ids(annotations: dict[str, str], out: ProbeOutput | None) -> set[str] | None:
+    for p in VGPU_PREFIXES:
+        try:
+            ctrs = parse_allocated(annotations.get(p + ALLOCATED))
+        except ValueError:
+            continue
+        ids = {d.uuid for c in ctrs for d in c}
+        if ids:
+            return ids
+    if out is not None:
+        env = out.data.get("env") or {}
+        vis = env.get("NVIDIA_VISIBLE_DEVICES", "")
+        if vis and vis not in ("all", "void", "none"):
+            return {v.strip() for v in vis.split(",") if v.strip()}
+        rows = out.smi.get("rows") or []
+        if rows and rows[0].get("uuid"):
+            return {r["uuid"] for r in rows}
+    return None
+
+
+def same_gpu(annotations: dict[str, dict[str, str]], outputs: dict[str, ProbeOutput | None]) -> bool | None:
+    """Whether the pods got the same physical GPU (None: cannot tell)."""
+    ids = [_gpu_ids(annotations.get(p, {}), outputs.get(p)) for p in annotations]
+    if any(i is None for i in ids) or len(ids) < 2:
+        return None
+    return all(i == ids[0] for i in ids[1:])

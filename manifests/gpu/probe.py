@@ -106,15 +106,16 @@ def cuda_view(device: int, allocs: list[int]) -> tuple[dict, list[dict]]:
     view: dict = {"lib": None, "error": None}
     results: list[dict] = []
     lib = None
+    errors = []
     for cand in ("libcuda.so.1", "libcuda.so"):
         try:
             lib = ctypes.CDLL(cand)
             view["lib"] = cand
             break
         except OSError as exc:
-            view["error"] = f"{cand} not loadable: {exc}"
+            errors.append(str(exc))
     if lib is None:
-        view["error"] = "libcuda.so.1 not found: no CUDA driver in this container (" + (view["error"] or "") + ")"
+        view["error"] = f"libcuda.so.1 not found: no CUDA driver in this container ({errors[0]})"
         return view, [{"mib": m, "rc": None, "result": "NOT_RUN"} for m in allocs]
     view["error"] = None
     cu = Cuda(lib)
