@@ -72,7 +72,8 @@ def check_html(text: str) -> tuple[dict, list[str]]:
         bad_shown = bool(shown & set(report.BAD))
         if not rows:
             problems.append(f"{c['nodeid']}: missing from the results table")
-        elif bad_shown != (c["outcome"] in report.BAD) or (c["outcome"] not in report.BAD and c["outcome"] not in shown):
+        elif bad_shown != (c["outcome"] in report.BAD) or (
+                c["outcome"] not in report.BAD and c["outcome"] not in shown):
             problems.append(f"{c['nodeid']}: table shows {sorted(shown)}, results say {c['outcome']}")
         block = report.render_check(c)
         if not any(block in (x.get("content") or "") for r in rows for x in r.get("extras", [])):

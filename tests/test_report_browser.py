@@ -41,15 +41,20 @@ def test_report_renders_header_summary_and_evidence(suite: pytest.Pytester) -> N
     assert dom.returncode == 0, dom.stderr[-2000:]
     text = dom.stdout
     # header: verdict and fingerprint
-    assert 'id="cp-verdict"' in text and "SIGN-OFF: FAIL" in text
-    assert 'id="cp-fingerprint"' in text and "clusterproof 0." in text and "no cluster reached" in text
+    assert 'id="cp-verdict"' in text
+    assert "SIGN-OFF: FAIL" in text
+    assert 'id="cp-fingerprint"' in text
+    assert "clusterproof 0." in text
+    assert "no cluster reached" in text
     # summary per area
     for area in ("host", "runtime", "nodes", "network", "pods", "apps", "gpu"):
         assert f'data-area="{area}"' in text
     # the failing check: rendered by pytest-html's script into the results table, evidence folded away
     start = text.index('id="results-table"')
     table = text[start:]
-    assert 'data-check="NODE-001"' in table and "Ready=True" in table and "journalctl -u kubelet" in table
+    assert 'data-check="NODE-001"' in table
+    assert "Ready=True" in table
+    assert "journalctl -u kubelet" in table
     assert '<details class="cp-evidence"><summary>Evidence 1: kubectl config view --raw</summary>' in table
     assert "Authorization: Bearer [REDACTED]" in table
     assert [s[:12] for s in SECRETS if s in text] == []

@@ -200,7 +200,8 @@ def assert_valid_files(folder: Path) -> tuple[dict, ET.Element, str]:
     external = re.findall(r'(?:src|href)\s*=\s*["\']?(?:https?:)?//[^"\'\s>]+', html, re.IGNORECASE)
     assert external == []
     assert not re.search(r"<link\b[^>]*stylesheet", html), "the stylesheet must be inline"
-    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", html) and "@import" not in html
+    assert not re.search(r"url\(\s*['\"]?(?:https?:)?//", html)
+    assert "@import" not in html
     return doc, junit, html
 
 
@@ -211,11 +212,15 @@ def test_three_files_are_written_and_valid(suite: pytest.Pytester) -> None:
     assert int(junit.find("testsuite").get("tests")) == 8 if junit.tag == "testsuites" else True
     cases = junit.iter("testcase")
     assert len(list(cases)) == 8
-    assert 'id="clusterproof-header"' in html and "SIGN-OFF: FAIL" in html
-    assert "Cluster fingerprint" in html and "no cluster reached" in html
+    assert 'id="clusterproof-header"' in html
+    assert "SIGN-OFF: FAIL" in html
+    assert "Cluster fingerprint" in html
+    assert "no cluster reached" in html
     fp = doc["fingerprint"]
-    assert fp["error"].startswith("no cluster reached") and "127.0.0.1:1" in fp["error"]
-    assert doc["suite_version"] and doc["started"] <= doc["finished"]
+    assert fp["error"].startswith("no cluster reached")
+    assert "127.0.0.1:1" in fp["error"]
+    assert doc["suite_version"]
+    assert doc["started"] <= doc["finished"]
     result.stdout.fnmatch_lines(["*clusterproof sign-off: FAIL*", "*summary: reports*summary.json*sha256*"])
 
 
@@ -225,22 +230,30 @@ def test_summary_per_area_and_per_check(suite: pytest.Pytester) -> None:
     areas = doc["areas"]
     assert areas["host"] == {"verdict": "PASS", "total": 3, "passed": 3, "failed": 0, "error": 0, "skipped": 0,
                              "xfailed": 0, "xpassed": 0}
-    assert areas["nodes"]["verdict"] == "FAIL" and areas["nodes"]["failed"] == 1
-    assert areas["pods"]["verdict"] == "FAIL" and areas["pods"]["error"] == 1
+    assert areas["nodes"]["verdict"] == "FAIL"
+    assert areas["nodes"]["failed"] == 1
+    assert areas["pods"]["verdict"] == "FAIL"
+    assert areas["pods"]["error"] == 1
     assert areas["gpu"]["verdict"] == "SKIPPED"
-    assert areas["runtime"]["verdict"] == "NOT RUN" and areas["apps"]["verdict"] == "NOT RUN"
-    assert doc["verdict"] == "FAIL" and doc["totals"]["failed"] == 1 and doc["totals"]["error"] == 1
+    assert areas["runtime"]["verdict"] == "NOT RUN"
+    assert areas["apps"]["verdict"] == "NOT RUN"
+    assert doc["verdict"] == "FAIL"
+    assert doc["totals"]["failed"] == 1
+    assert doc["totals"]["error"] == 1
     checks = by_id(doc)
     host1 = checks["HOST-001"]
     assert [c["target"] for c in host1] == ["ssh://node-1", "ssh://node-2"]
     assert host1[0]["evidence"] == [{"source": "ssh://node-1: cat /proc/sys/net/ipv4/ip_forward", "output": "1\n"}]
     assert host1[0]["must"] == "net.ipv4.ip_forward MUST be 1 on every node."
     node = checks["NODE-001"][0]
-    assert node["outcome"] == "failed" and node["area"] == "nodes"
-    assert node["finding"]["expected"] == "Ready=True" and node["finding"]["fix"].startswith("check the kubelet")
+    assert node["outcome"] == "failed"
+    assert node["area"] == "nodes"
+    assert node["finding"]["expected"] == "Ready=True"
+    assert node["finding"]["fix"].startswith("check the kubelet")
     assert isinstance(node["duration"], float)
     gpu = checks["GPU-001"][0]
-    assert gpu["outcome"] == "skipped" and "--require-gpu" in gpu["message"]
+    assert gpu["outcome"] == "skipped"
+    assert "--require-gpu" in gpu["message"]
     html = (suite.path / "reports" / "report.html").read_text()
     for area in ("host", "runtime", "nodes", "network", "pods", "apps", "gpu"):
         assert f'data-area="{area}"' in html
@@ -261,9 +274,12 @@ def test_verdict_pass_lists_skips(pytester: pytest.Pytester, monkeypatch: pytest
     result = run(pytester)
     result.assert_outcomes(passed=5, skipped=1)
     doc = load_summary(pytester)
-    assert doc["verdict"] == "PASS" and "1 skipped" in doc["verdict_reason"]
+    assert doc["verdict"] == "PASS"
+    assert "1 skipped" in doc["verdict_reason"]
     html = (pytester.path / "reports" / "report.html").read_text()
-    assert "SIGN-OFF: PASS" in html and 'id="cp-skipped"' in html and "GPU-001" in html
+    assert "SIGN-OFF: PASS" in html
+    assert 'id="cp-skipped"' in html
+    assert "GPU-001" in html
 
 
 def verify(*paths: Path) -> subprocess.CompletedProcess:
@@ -286,18 +302,21 @@ def test_digest_tells_an_edit_apart(suite: pytest.Pytester) -> None:
     doc["verdict"] = "PASS"
     summary.write_text(json.dumps(doc, indent=1))
     bad = verify(summary)
-    assert bad.returncode == 1 and bad.stdout.startswith("ALTERED")
+    assert bad.returncode == 1
+    assert bad.stdout.startswith("ALTERED")
 
     original = html.read_text()
     html.write_text(original.replace("SIGN-OFF: FAIL", "SIGN-OFF: PASS"))
     bad_html = verify(html)
-    assert bad_html.returncode == 1 and "sign-off header" in bad_html.stdout
+    assert bad_html.returncode == 1
+    assert "sign-off header" in bad_html.stdout
     start = original.index("data-jsonblob=")
     table = original[start:].replace("journalctl -u kubelet", "nothing to do", 1)
     assert table != original[start:]
     html.write_text(original[:start] + table)
     bad_row = verify(html)
-    assert bad_row.returncode == 1 and "test_nodes_ready: its check block" in bad_row.stdout
+    assert bad_row.returncode == 1
+    assert "test_nodes_ready: its check block" in bad_row.stdout
     (folder / "not-a-report.json").write_text("{}")
     assert verify(folder / "not-a-report.json").returncode == 2
 
@@ -312,7 +331,8 @@ def test_compare_shows_exactly_the_injected_failure(suite: pytest.Pytester, monk
     cmp = load_summary(suite)["compare"]
     assert [r["nodeid"] for r in cmp["newly_failing"]] == [
         "suites/network/test_fake_network.py::test_dns_resolves_kubernetes_default"]
-    assert cmp["newly_failing"][0]["label"] == "DNS-001" and cmp["fixed"] == []
+    assert cmp["newly_failing"][0]["label"] == "DNS-001"
+    assert cmp["fixed"] == []
     assert sorted(r["id"] for r in cmp["still_failing"]) == ["NODE-001", "POD-001"]
     assert cmp["previous"]["digest_valid"] is True
     result.stdout.fnmatch_lines(["*newly failing: 1*", "*DNS-001*test_dns_resolves_kubernetes_default*",
@@ -324,7 +344,8 @@ def test_compare_shows_exactly_the_injected_failure(suite: pytest.Pytester, monk
     run(suite, "--compare", str(suite.path / "reports" / "summary.json"), "--report-dir", "healed",
         "--html=healed/report.html", "--junitxml=healed/junit.xml")
     cmp = load_summary(suite, "healed")["compare"]
-    assert [r["id"] for r in cmp["fixed"]] == ["DNS-001"] and cmp["newly_failing"] == []
+    assert [r["id"] for r in cmp["fixed"]] == ["DNS-001"]
+    assert cmp["newly_failing"] == []
 
 
 def test_compare_rejects_a_file_that_is_not_a_summary(suite: pytest.Pytester) -> None:
@@ -344,7 +365,8 @@ def test_no_planted_secret_in_any_report_file(suite: pytest.Pytester) -> None:
     assert leaks == []
     node = by_id(load_summary(suite))["NODE-001"][0]
     shown = json.dumps(node)
-    assert "[REDACTED]" in shown and "kubectl config view --raw" in shown
+    assert "[REDACTED]" in shown
+    assert "kubectl config view --raw" in shown
     assert "login password=[REDACTED]" in files["run.log"]
 
 
@@ -357,7 +379,8 @@ def test_works_under_xdist(suite: pytest.Pytester) -> None:
     assert set(ids) == {"HOST-001", "HOST-002", "DNS-001", "CNI-001", "NODE-001", "POD-001", "GPU-001"}
     assert ids["HOST-002"][0]["evidence"][0]["source"] == "cat /proc/swaps"
     assert ids["NODE-001"][0]["finding"]["observed"].startswith("Ready=False")
-    assert doc["areas"]["host"]["passed"] == 3 and doc["verdict"] == "FAIL"
+    assert doc["areas"]["host"]["passed"] == 3
+    assert doc["verdict"] == "FAIL"
     texts = [html, (suite.path / "reports" / "junit.xml").read_text(), json.dumps(doc),
              "\n".join(result.outlines + result.errlines)]
     assert [s[:12] for s in SECRETS for t in texts if s in t] == []
