@@ -481,8 +481,9 @@ def parse_probe(stdout: str, stderr: str = "") -> ProbeOutput:
                 continue
         other.append(line)
     if data is None:
-        raise ValueError("no clusterproof-gpu JSON line in the probe's output: "
-                         + (stdout.strip()[-200:] or "(empty)") + (f" stderr: {stderr.strip()[-200:]}" if stderr else ""))
+        tail = f" stderr: {stderr.strip()[-200:]}" if stderr else ""
+        seen = stdout.strip()[-200:] or "(empty)"
+        raise ValueError(f"no clusterproof-gpu JSON line in the probe's output: {seen}{tail}")
     return ProbeOutput(data, stderr, other)
 
 

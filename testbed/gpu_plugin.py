@@ -289,7 +289,7 @@ class Plugin:
         if self.api:
             try:
                 mem = self.api.mark_pod(containers)
-            except Exception as exc:  # noqa: BLE001 - the allocation itself must not fail on an API hiccup
+            except Exception as exc:  # the allocation itself must not fail on an API hiccup
                 log.warning("Allocate: could not mark the pod: %s", exc)
         resp = self.pb2.AllocateResponse()
         for i, ids in enumerate(containers):
@@ -361,7 +361,7 @@ class Plugin:
             self.api.report()
             if self.args.advertise_gpumem:
                 self.api.advertise_gpumem()
-        except Exception as exc:  # noqa: BLE001 - retried on the next round
+        except Exception as exc:  # retried on the next round
             log.warning("node annotations: %s", exc)
 
     def run(self) -> int:

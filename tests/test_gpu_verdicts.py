@@ -53,17 +53,21 @@ def test_discovery_finds_gpu_nodes_and_their_setup():
         node("gfd-ts", capacity={"nvidia.com/gpu": "32"},
              labels={gpu.LABEL_COUNT: "8", gpu.LABEL_REPLICAS: "4", gpu.LABEL_SHARING: "time-slicing",
                      gpu.LABEL_PRODUCT: "NVIDIA-A100-SXM4-80GB", gpu.LABEL_MEMORY: "81920"}),
-        node("renamed", capacity={"nvidia.com/gpu.shared": "8"}, labels={gpu.LABEL_COUNT: "2", gpu.LABEL_REPLICAS: "4"}),
+        node("renamed", capacity={"nvidia.com/gpu.shared": "8"},
+             labels={gpu.LABEL_COUNT: "2", gpu.LABEL_REPLICAS: "4"}),
         node("mig", capacity={"nvidia.com/mig-1g.10gb": "7"}),
         node("mps", capacity={"nvidia.com/gpu": "4"},
-             labels={gpu.LABEL_COUNT: "1", gpu.LABEL_REPLICAS: "4", gpu.LABEL_SHARING: "mps", gpu.LABEL_MEMORY: "81559"}),
+             labels={gpu.LABEL_COUNT: "1", gpu.LABEL_REPLICAS: "4", gpu.LABEL_SHARING: "mps",
+                     gpu.LABEL_MEMORY: "81559"}),
         node("plain", capacity={"nvidia.com/gpu": "1"}),
-        node("old-4pd", annotations={"4pd.io/node-nvidia-register": REGISTER_OLD}, capacity={"nvidia.com/gpu": "20"}),
+        node("old-4pd", annotations={"4pd.io/node-nvidia-register": REGISTER_OLD},
+             capacity={"nvidia.com/gpu": "20"}),
     ]
     found = {n.name: n for n in gpu.discover(nodes)}
     assert "cpu-only" not in found
     got = {k: (v.setup, v.sharing) for k, v in found.items()}
-    assert got == {"gpu-1": ("hami", "vgpu"), "gfd-ts": ("nvidia", "time-slicing"), "renamed": ("nvidia", "time-slicing"),
+    assert got == {"gpu-1": ("hami", "vgpu"), "gfd-ts": ("nvidia", "time-slicing"),
+                   "renamed": ("nvidia", "time-slicing"),
                    "mig": ("nvidia", "mig"), "mps": ("nvidia", "mps"), "plain": ("nvidia", "none"),
                    "old-4pd": ("4pd", "vgpu")}
     assert found["renamed"].resource == "nvidia.com/gpu.shared"
@@ -96,7 +100,7 @@ def test_old_register_format_and_4pd_prefix():
     assert [d.devmem for d in devs] == [32768, 32768] and devs[1].index == 1
 
 
-@pytest.mark.parametrize("kwargs, needle", [
+@pytest.mark.parametrize(("kwargs", "needle"), [
     ({"register": REGISTER_JSON.replace('"health": true', '"health": false')}, "registered unhealthy"),
     ({"register": "{not json"}, "cannot be read"),
     ({"handshake": "Reported 2025-06-01 11:40:00.5 +0000 UTC m=+1.0"}, "stopped reporting"),
@@ -136,7 +140,8 @@ def test_plans_per_setup():
     mps = gpu.plan_for(gpu.discover([node("m", capacity={"nvidia.com/gpu": "4"}, labels={
         gpu.LABEL_COUNT: "1", gpu.LABEL_REPLICAS: "4", gpu.LABEL_SHARING: "mps", gpu.LABEL_MEMORY: "81559"})])[0])
     assert mps.slice_mib == 81559 // 4 and not mps.nvml_limited and mps.over_mib is not None
-    excl = gpu.plan_for(gpu.discover([node("e", capacity={"nvidia.com/gpu": "1"}, labels={gpu.LABEL_MEMORY: "81559"})])[0])
+    excl = gpu.plan_for(gpu.discover([node("e", capacity={"nvidia.com/gpu": "1"},
+                                           labels={gpu.LABEL_MEMORY: "81559"})])[0])
     assert excl.over_mib is None and excl.probe_allocs() == [81559 // 2]
 
 
@@ -198,7 +203,8 @@ def test_exclusive_gpu_sees_the_card_and_has_no_slice_to_exceed():
 
 def test_time_slicing_is_reported_not_failed():
     n = gpu.discover([node("ts", capacity={"nvidia.com/gpu": "4"}, labels={
-        gpu.LABEL_COUNT: "1", gpu.LABEL_REPLICAS: "4", gpu.LABEL_SHARING: "time-slicing", gpu.LABEL_MEMORY: "81559"})])[0]
+        gpu.LABEL_COUNT: "1", gpu.LABEL_REPLICAS: "4", gpu.LABEL_SHARING: "time-slicing",
+        gpu.LABEL_MEMORY: "81559"})])[0]
     plan = gpu.plan_for(n)
     out = probe("nvidia-exclusive")
     for fn in (gpu.visible_memory, gpu.over_slice_fails):
