@@ -37,6 +37,7 @@ _FIELD = re.compile(
     r"""(?P<val>\[REDACTED\]|"[^"\n]*"|'[^'\n]*'|[^\s,;}\]]+)""",
 )
 
+_PLAIN_WORD = re.compile(r"[a-z][a-z.-]{0,14}")
 _lock = threading.Lock()
 _known: set[str] = set()
 
@@ -64,7 +65,9 @@ def register(value: Any) -> None:
     if not isinstance(value, str):
         return
     value = value.strip()
-    if len(value) >= _MIN_KNOWN:
+    # A plain short word ("kubernetes", "default") is a setting, not a secret, and masking it would
+    # blank harmless text all over the report.
+    if len(value) >= _MIN_KNOWN and not _PLAIN_WORD.fullmatch(value):
         with _lock:
             _known.add(value)
 
