@@ -6,9 +6,10 @@ libcuda and nvidia-smi come from the node through the NVIDIA container runtime. 
 (libvgpu.so, preloaded through /etc/ld.so.preload) intercepts these calls like any CUDA
 program's, so the figures are the ones a workload would get.
 
-    python3 probe.py [--alloc-mib N ...] [--device I] [--no-smi]
+    python3 probe.py [--alloc-mib N ...] [--device I] [--no-smi] [--hold-s S]
 
-Each --alloc-mib N allocates N MiB with cuMemAlloc_v2 and frees it again, in order.
+Each --alloc-mib N allocates N MiB with cuMemAlloc_v2 and frees it again, in order; --hold-s keeps
+the CUDA context S seconds longer (so two probes overlap on one GPU).
 Exit status 0 whenever the JSON line was printed: the verdict is the reader's job.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ CU_NAMES = {0: "CUDA_SUCCESS", 1: "CUDA_ERROR_INVALID_VALUE", 2: "CUDA_ERROR_OUT
 
 
 def parse_args(argv: list[str]) -> dict:
-    args = {"alloc": [], "device": 0, "smi": True}
+    args = {"alloc": [], "device": 0, "smi": True, "hold": 0.0}
     it = iter(argv)
     for a in it:
         if a == "--alloc-mib":
@@ -46,6 +47,8 @@ def parse_args(argv: list[str]) -> dict:
             args["alloc"].append(int(a.split("=", 1)[1]))
         elif a == "--device":
             args["device"] = int(next(it))
+        elif a == "--hold-s":
+            args["hold"] = float(next(it))
         elif a == "--no-smi":
             args["smi"] = False
         else:
@@ -102,7 +105,7 @@ class Cuda:
         return CU_NAMES.get(rc, f"CUresult {rc}")
 
 
-def cuda_view(device: int, allocs: list[int]) -> tuple[dict, list[dict]]:
+def cuda_view(device: int, allocs: list[int], hold: float = 0.0) -> tuple[dict, list[dict]]:
     view: dict = {"lib": None, "error": None}
     results: list[dict] = []
     lib = None
@@ -163,6 +166,8 @@ def cuda_view(device: int, allocs: list[int]) -> tuple[dict, list[dict]]:
             if rc == 0:
                 res["free_rc"] = lib.cuMemFree_v2(ptr)
             results.append(res)
+        if hold > 0:
+            time.sleep(hold)
         if hasattr(lib, "cuDevicePrimaryCtxRelease_v2"):
             lib.cuDevicePrimaryCtxRelease_v2(dev)
     except AttributeError as exc:
@@ -204,7 +209,7 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     out: dict = {"probe": "clusterproof-gpu", "version": VERSION, "host": socket.gethostname(),
                  "python": sys.version.split()[0], "env": env_view(), "preload": preload_view()}
-    cuda, allocs = cuda_view(args["device"], args["alloc"])
+    cuda, allocs = cuda_view(args["device"], args["alloc"], args["hold"])
     out["cuda"] = cuda
     out["allocs"] = allocs
     out["smi"] = smi_view() if args["smi"] else {"skipped": True}
