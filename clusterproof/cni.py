@@ -117,7 +117,7 @@ def detect_cni(api_client: Any, host_configs: dict[str, ConfigDir] | None = None
     try:
         dss = client.AppsV1Api(api_client).list_daemon_set_for_all_namespaces(
             _request_timeout=timeouts.get("api")).items
-    except Exception:  # noqa: BLE001 - a header field, not a verdict
+    except Exception:
         dss = []
     return detect(dss, host_configs).name
 
@@ -220,6 +220,24 @@ def calico_pools(pools: Iterable[dict]) -> list[str]:
     return [p["spec"]["cidr"] for p in pools if _get(p, "spec", "cidr") and not _get(p, "spec", "disabled")]
 
 
+def node_pod_cidrs(node: Any) -> list[str]:
+    """spec.podCIDRs of a Node (pod_cidrs in newer clients, pod_cid_rs in older ones), else spec.podCIDR."""
+    spec = _get(node, "spec")
+    many = _get(spec, "pod_cidrs") or _get(spec, "pod_cid_rs") or _get(spec, "podCIDRs")
+    one = _get(spec, "pod_cidr") or _get(spec, "podCIDR")
+    return list(many or ([one] if one else []))
+
+
+def pod_ips(pod: Any) -> list[str]:
+    """status.podIPs of a Pod (pod_ips in newer clients, pod_i_ps in older ones), else status.podIP."""
+    st = _get(pod, "status")
+    many = _get(st, "pod_ips") or _get(st, "pod_i_ps") or _get(st, "podIPs") or []
+    ips = [i.get("ip") if isinstance(i, dict) else getattr(i, "ip", None) for i in many]
+    ips = [i for i in ips if i]
+    one = _get(st, "pod_ip") or _get(st, "podIP")
+    return ips or ([one] if one else [])
+
+
 def _within(net, ranges) -> bool:
     return any(net.version == r.version and net.subnet_of(r) for r in ranges)
 
@@ -284,9 +302,7 @@ def pod_ip_violations(pods: Iterable[Any], cni: str, sources: dict[str, list[str
     for pod in pods:
         if _get(pod, "spec", "host_network") or _get(pod, "spec", "hostNetwork"):
             continue
-        ips = [i.ip if hasattr(i, "ip") else i.get("ip") for i in (_get(pod, "status", "pod_i_ps")
-                                                                    or _get(pod, "status", "podIPs") or [])]
-        ips = ips or [ip for ip in [_get(pod, "status", "pod_ip") or _get(pod, "status", "podIP")] if ip]
+        ips = pod_ips(pod)
         if not ips:
             continue
         node = _get(pod, "spec", "node_name") or _get(pod, "spec", "nodeName")
@@ -338,6 +354,6 @@ def gather_cidr_sources(api_client: Any) -> tuple[dict[str, list[str]], dict[str
         break
     node_cidrs = {}
     for n in core.list_node(_request_timeout=t).items:
-        node_cidrs[n.metadata.name] = list(n.spec.pod_cid_rs or ([n.spec.pod_cidr] if n.spec.pod_cidr else []))
+        node_cidrs[n.metadata.name] = node_pod_cidrs(n)
     ev.append("node podCIDRs: " + ", ".join(f"{k}={v}" for k, v in sorted(node_cidrs.items())))
     return sources, node_cidrs, ev

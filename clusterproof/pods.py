@@ -71,7 +71,7 @@ def exec_in_pod(core_v1: Any, namespace: str, pod: str, argv: list[str], timeout
         ws = stream(core_v1.connect_get_namespaced_pod_exec, pod, namespace, command=argv, stdout=True,
                     stderr=True, stdin=False, tty=False, _preload_content=False,
                     _request_timeout=timeouts.get("api"), **kw)
-    except Exception as exc:  # noqa: BLE001 - ApiException, websocket and socket errors alike
+    except Exception as exc:
         return ExecResult(None, "", "", command, f"{namespace}/{pod}", _one_line(exc))
     try:
         ws.run_forever(timeout=timeout)
@@ -80,7 +80,7 @@ def exec_in_pod(core_v1: Any, namespace: str, pod: str, argv: list[str], timeout
                               f"no exit within {timeout:.0f}s")
         out, err = ws.read_stdout() or "", ws.read_stderr() or ""
         rc = ws.returncode
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return ExecResult(None, "", "", command, f"{namespace}/{pod}", _one_line(exc))
     finally:
         ws.close()
@@ -131,6 +131,9 @@ def probe_pod(name: str, node: str, image: str, run: dict[str, str], host_networ
             "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}},
         }],
     }
+    if serve:
+        spec["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": SERVE_PORT}, "periodSeconds": 1,
+                                                   "initialDelaySeconds": 0, "timeoutSeconds": 2}
     if pin == "affinity":
         spec["affinity"] = node_affinity(hostname or node)
     else:
@@ -280,8 +283,10 @@ def http_script(url: str, connect_timeout: float, max_time: float) -> str:
     ct, mt = max(1, round(connect_timeout)), max(1, round(max_time))
     py = shlex.quote(_PY_GET)
     return (
-        f"if command -v curl >/dev/null 2>&1; then out=$(curl -sS --fail --connect-timeout {ct} --max-time {mt} {u} 2>&1);"
-        f" rc=$?; elif command -v python3 >/dev/null 2>&1; then T=; command -v timeout >/dev/null 2>&1 && T='timeout {mt}';"
+        f"if command -v curl >/dev/null 2>&1; then"
+        f" out=$(curl -sS --fail --connect-timeout {ct} --max-time {mt} {u} 2>&1);"
+        f" rc=$?; elif command -v python3 >/dev/null 2>&1; then"
+        f" T=; command -v timeout >/dev/null 2>&1 && T='timeout {mt}';"
         f" out=$($T python3 -c {py} {u} {ct} 2>&1); rc=$?;"
         f" elif nc -z -w {ct} {host} {port} >/dev/null 2>&1; then out=$(timeout {mt} wget -q -O - {u} 2>&1); rc=$?;"
         f" else out='connect failed or timed out'; rc=7; fi;"
@@ -327,7 +332,9 @@ def http_get_local(url: str, connect_timeout: float | None = None, max_time: flo
     except requests.exceptions.ConnectTimeout:
         return HttpResult("unreachable", "", f"connect timed out after {ct:.0f}s", source, url, f"GET {url}: timeout")
     except requests.exceptions.RequestException as exc:
-        text = _one_line(exc)
+        low = str(exc).lower()
+        text = next((k for k in ("connection refused", "timed out", "no route to host", "network is unreachable")
+                     if k in low), _one_line(exc))
         return HttpResult("unreachable", "", text, source, url, f"GET {url}: {text}")
     evidence = f"GET {url} -> HTTP {r.status_code}\n{r.text[:2000]}"
     if r.status_code >= 400:
@@ -335,7 +342,7 @@ def http_get_local(url: str, connect_timeout: float | None = None, max_time: flo
     return HttpResult("ok", r.text, "answered", source, url, evidence)
 
 
-def conclusive(probe: Callable[[], HttpResult], timeout: float | None = None, interval: float = 1.0) -> HttpResult:
+def conclusive(probe: Callable[[], Any], timeout: float | None = None, interval: float = 1.0) -> Any:
     """Repeat `probe` while its result is inconclusive (up to timeout); return the first conclusive result."""
     deadline = time.monotonic() + (timeout or timeouts.get("exec"))
     while True:
@@ -368,7 +375,8 @@ def tcp_from_pod(core_v1: Any, namespace: str, pod: str, host: str, port: int,
         return HttpResult("ok", body, "port open", source, target, res.evidence())
     if rc in ("139", "134", "127"):  # the probe tool crashed or is missing: says nothing about the network
         return HttpResult("inconclusive", body, f"probe tool failed (exit {rc})", source, target, res.evidence())
-    detail = "timed out" if rc in ("124", "143") else (body.strip().splitlines() or [f"exit {rc}: refused or no route"])[-1]
+    lines = body.strip().splitlines() or [f"exit {rc}: refused or no route"]
+    detail = "timed out" if rc in ("124", "143") else lines[-1]
     return HttpResult("unreachable", body, detail[:200], source, target, res.evidence())
 
 
@@ -489,7 +497,7 @@ class Workloads:
         for i, (node, hostname) in enumerate(sorted(nodes.items())):
             name = f"{prefix}-{i}"
             self.create(probe_pod(name, node, image, self.run, host_network=host_network, pin="affinity",
-                                  hostname=hostname, serve=serve))
+                                  hostname=hostname, serve=serve, labels={"clusterproof.io/node-index": str(i)}))
             names[node] = name
         return names
 
@@ -513,7 +521,7 @@ def namespace_snapshot(core_v1: Any, namespace: str, max_events: int = 40) -> st
                         f"terminated {st.terminated.reason} exit {st.terminated.exit_code}" if st and st.terminated
                         else "unknown")
                 lines.append(f"  {cs.name} ({cs.image}) restarts={cs.restart_count}: {what}")
-    except Exception as exc:  # noqa: BLE001 - evidence is best effort
+    except Exception as exc:
         lines.append(f"(listing pods failed: {_one_line(exc)})")
     lines.append(f"# events in {namespace}")
     try:
@@ -525,6 +533,6 @@ def namespace_snapshot(core_v1: Any, namespace: str, max_events: int = 40) -> st
         for e in sorted(events, key=when)[-max_events:]:
             obj = e.involved_object
             lines.append(f"{when(e)} {e.type} {e.reason} {obj.kind}/{obj.name}: {(e.message or '').strip()[:200]}")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         lines.append(f"(listing events failed: {_one_line(exc)})")
     return "\n".join(lines)

@@ -49,7 +49,8 @@ def test_every_node_ready(node_list) -> None:
     if own:
         names = ", ".join(n.metadata.name for n in own)
         fail(f"node(s) {names}", "Ready=True", "; ".join(f"{n.metadata.name} {rules.not_ready_text(n)}" for n in own),
-             f"on each node: systemctl status kubelet; journalctl -u kubelet -n 50; kubectl describe node {own[0].metadata.name}",
+             "on each node: systemctl status kubelet; journalctl -u kubelet -n 50; "
+             f"kubectl describe node {own[0].metadata.name}",
              rows=[f"{n.metadata.name}: {rules.not_ready_text(n)}" for n in own])
 
 

@@ -1,0 +1,161 @@
+"""Cluster DNS from pods: `kubernetes.default` and a Service of this module resolve to their ClusterIPs.
+
+Lookups run in one probe pod per Ready node (dnsPolicy ClusterFirst, so the pod's resolv.conf
+search path applies, as for any workload) with python3's getaddrinfo, or busybox nslookup for a
+fully qualified name when the probe image has no python3. An answer with the wrong address is a
+failure and never retried; only inconclusive lookups (exec transport errors, no output) are.
+When the cluster DNS Service has no ready endpoints at all, NODE-006 owns the finding and these
+checks skip with a pointer instead of failing twice.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+import pytest
+
+from clusterproof import pods, timeouts
+from clusterproof.checks import evidence, require
+
+pytestmark = pytest.mark.slow
+
+_MARK = "__CLUSTERPROOF_DNS="
+_PY = ("import socket, sys\n"
+       "try:\n"
+       "    print(' '.join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], None, "
+       "proto=socket.IPPROTO_TCP)})))\n"
+       "except OSError as e:\n"
+       "    print('lookup failed: %s' % e); sys.exit(2)\n")
+_IP = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\b[0-9a-f]*:[0-9a-f:]+\b", re.IGNORECASE)
+SERVICE = "dns-target"
+
+
+@dataclass
+class Lookup:
+    """One name looked up in one pod: outcome ok | failed | inconclusive, the addresses, the evidence."""
+
+    outcome: str
+    addresses: list[str]
+    detail: str
+    evidence: str
+
+    @property
+    def conclusive(self) -> bool:
+        return self.outcome != "inconclusive"
+
+
+def lookup_script(name: str, fqdn: str, limit: int) -> str:
+    """sh text: python3 getaddrinfo(name) (search path applies), else busybox nslookup of the FQDN."""
+    return (f"if command -v python3 >/dev/null 2>&1; then out=$(timeout {limit} python3 -c {shlex.quote(_PY)} "
+            f"{shlex.quote(name)} 2>&1); rc=$?; else out=$(timeout {limit} nslookup {shlex.quote(fqdn)} 2>&1 | "
+            f"sed -n '/^Name:/,$p'); rc=$?; fi; printf '%s\\n{_MARK}%s\\n' \"$out\" \"$rc\"")
+
+
+def lookup(core_v1, namespace: str, pod: str, name: str, fqdn: str) -> Lookup:
+    limit = int(timeouts.get("probe"))
+    res = pods.exec_in_pod(core_v1, namespace, pod, ["sh", "-c", lookup_script(name, fqdn, limit)],
+                           timeout=limit + 15)
+    if res.error or _MARK not in res.stdout:
+        return Lookup("inconclusive", [], res.error or "the lookup printed nothing", res.evidence())
+    body, _, rc = res.stdout.rpartition(_MARK)
+    rc = rc.strip()
+    addresses = sorted(set(_IP.findall(body))) if rc == "0" else []
+    if rc in ("139", "134"):
+        return Lookup("inconclusive", [], f"lookup tool crashed (exit {rc})", res.evidence())
+    if rc == "0" and addresses:
+        return Lookup("ok", addresses, "resolved", res.evidence())
+    detail = "timed out" if rc in ("124", "143") else (body.strip().splitlines() or [f"exit {rc}"])[-1][:160]
+    return Lookup("failed", [], detail, res.evidence())
+
+
+@pytest.fixture(scope="module")
+def dns_service(core_v1, apps_v1, api_client) -> dict:
+    """The cluster DNS Service (kube-system, k8s-app=kube-dns or kube-dns) and its ready endpoint count."""
+    from kubernetes import client
+
+    t = timeouts.get("api")
+    svcs = core_v1.list_namespaced_service("kube-system", label_selector="k8s-app=kube-dns", _request_timeout=t).items
+    if not svcs:
+        svcs = [s for s in core_v1.list_namespaced_service("kube-system", _request_timeout=t).items
+                if s.metadata.name in ("kube-dns", "coredns")]
+    if not svcs:
+        return {"name": None, "ready": 0, "text": "no kube-dns Service in kube-system"}
+    svc = svcs[0]
+    slices = client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice(
+        "kube-system", label_selector=f"kubernetes.io/service-name={svc.metadata.name}", _request_timeout=t).items
+    ready = [a for s in slices for e in s.endpoints or [] if e.conditions is None or e.conditions.ready is not False
+             for a in e.addresses or []]
+    return {"name": svc.metadata.name, "ip": svc.spec.cluster_ip, "ready": len(ready),
+            "text": f"Service kube-system/{svc.metadata.name} {svc.spec.cluster_ip}: ready endpoints {ready}"}
+
+
+@pytest.fixture(scope="module")
+def target(workloads: pods.Workloads, node_probes: dict[str, str]) -> dict:
+    """A ClusterIP Service in this module's namespace (selecting the first probe pod) and its address."""
+    first = next(iter(node_probes.values()), None)
+    body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": SERVICE},
+            "spec": {"type": "ClusterIP", "selector": {"clusterproof.io/node-index": "0"},
+                     "ports": [{"name": "http", "port": 80, "targetPort": pods.SERVE_PORT}]}}
+    workloads.create(body)
+    svc = workloads.core_v1.read_namespaced_service(SERVICE, workloads.namespace, _request_timeout=timeouts.get("api"))
+    return {"name": SERVICE, "ip": svc.spec.cluster_ip, "pod": first}
+
+
+def _need_dns(dns_service: dict) -> None:
+    evidence("kubectl -n kube-system get svc,endpointslices -l k8s-app=kube-dns", dns_service["text"])
+    if not dns_service["ready"]:
+        pytest.skip(f"the cluster DNS has no ready endpoints ({dns_service['text']}); NODE-006 reports why")
+
+
+def _resolve_everywhere(core_v1, namespace: str, node_probes: dict[str, str], name: str, fqdn: str,
+                        want: str) -> tuple[list[str], list[str]]:
+    rows, lines = [], []
+    for node, pod in sorted(node_probes.items()):
+        got = pods.conclusive(lambda pod=pod: lookup(core_v1, namespace, pod, name, fqdn))
+        evidence(f"pod {namespace}/{pod} on {node}: getaddrinfo({name})", got.evidence)
+        line = f"{node} ({pod}): {name} -> {', '.join(got.addresses) or got.outcome + ': ' + got.detail}"
+        lines.append(line)
+        if got.outcome != "ok":
+            rows.append(f"{node}: {got.outcome}: {got.detail}")
+        elif want not in got.addresses:
+            rows.append(f"{node}: resolved to {', '.join(got.addresses)}, expected {want}")
+    return rows, lines
+
+
+@pytest.mark.check("DNS-001")
+def test_kubernetes_default_resolves(dns_service: dict, node_probes: dict[str, str], workloads: pods.Workloads,
+                                     core_v1) -> None:
+    """`kubernetes.default` MUST resolve, from a pod on every Ready node, to the kubernetes Service's ClusterIP."""
+    _need_dns(dns_service)
+    if not node_probes:
+        pytest.skip("no Ready node to run a pod on; NODE-001 reports why")
+    t = timeouts.get("api")
+    want = core_v1.read_namespaced_service("kubernetes", "default", _request_timeout=t).spec.cluster_ip
+    rows, lines = _resolve_everywhere(core_v1, workloads.namespace, node_probes, "kubernetes.default",
+                                      "kubernetes.default.svc.cluster.local", want)
+    evidence("lookups", f"expected {want} (Service default/kubernetes)\n" + "\n".join(lines))
+    require(not rows, "name kubernetes.default", f"{want} (ClusterIP of default/kubernetes) from every node",
+            "; ".join(rows), f"check the CoreDNS pods and logs (kubectl -n kube-system logs -l k8s-app=kube-dns), "
+            f"kube-proxy on the failing node(s) (the DNS ClusterIP {dns_service.get('ip')} must reach CoreDNS), "
+            "and the kubelet's --cluster-dns/--cluster-domain", rows=rows)
+
+
+@pytest.mark.check("DNS-002")
+def test_service_name_resolves(dns_service: dict, node_probes: dict[str, str], workloads: pods.Workloads,
+                               target: dict, core_v1) -> None:
+    """A Service's name MUST resolve, from a pod on every Ready node, to that Service's ClusterIP."""
+    _need_dns(dns_service)
+    if not node_probes:
+        pytest.skip("no Ready node to run a pod on; NODE-001 reports why")
+    ns = workloads.namespace
+    rows, lines = [], []
+    for name in (target["name"], f"{target['name']}.{ns}.svc"):
+        r, ln = _resolve_everywhere(core_v1, ns, node_probes, name, f"{target['name']}.{ns}.svc.cluster.local",
+                                    target["ip"])
+        rows += [f"{name}: {x}" for x in r]
+        lines += ln
+    evidence("lookups", f"expected {target['ip']} (Service {ns}/{target['name']})\n" + "\n".join(lines))
+    require(not rows, f"Service name {target['name']} (namespace {ns})", f"{target['ip']} from every node",
+            "; ".join(rows[:3]), "check CoreDNS can list Services (its ClusterRole and logs: kubectl -n kube-system "
+            "logs -l k8s-app=kube-dns) and the pods' resolv.conf search path (kubelet --cluster-domain)", rows=rows)
