@@ -1,0 +1,124 @@
+"""The GPU checks (suites/gpu) against the testbed's fake GPU device plugin on tb-node-2.
+
+Healthy: advertisement (GPU-001) and allocation (GPU-002) pass for real through the kubelet's
+device-plugin API; the memory checks skip naming the missing CUDA device, and fail with
+--require-gpu. The plugin stopped (fault gpu-plugin-stop): GPU-001 fails with a clear message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import ROOT, run_suite
+
+pytestmark = pytest.mark.testbed
+
+SUITE = str(ROOT / "suites" / "gpu")
+NODE = "tb-node-2"
+PROBE_IMAGE = "localhost/clusterproof/probe:1"   # busybox + python3 stdlib; no libcuda, as on any CPU node
+CHECKS = {
+    "GPU-001": "test_gpus_advertised_and_healthy",
+    "GPU-002": "test_pod_with_one_gpu_runs",
+    "GPU-003": "test_pod_sees_its_memory_slice",
+    "GPU-004": "test_half_the_slice_allocates",
+    "GPU-005": "test_allocation_beyond_the_slice_fails",
+    "GPU-006": "test_two_pods_on_one_gpu_keep_their_own_limits",
+}
+MEMORY = ("GPU-003", "GPU-004", "GPU-005", "GPU-006")
+HOME = os.environ.get("HOME", "/root")   # pytester points HOME at its temp dir; the testbed's cache lives in ours
+
+
+def tb_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m testbed ARGS` with the real HOME (so it finds its build cache while pytester is active)."""
+    return subprocess.run([sys.executable, "-m", "testbed", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False, env={**os.environ, "HOME": HOME})
+
+
+def outcomes(pytester: pytest.Pytester, testbed: dict, *args: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Run the GPU checks; (check id -> passed|failed|error|skipped|missing, check id -> message)."""
+    junit = pytester.path / "junit.xml"
+    result = run_suite(pytester, SUITE, "-p", "no:randomly", "--junitxml", str(junit),
+                       "--report-dir", str(pytester.path / "reports"), "--gpu-probe-image", PROBE_IMAGE, *args,
+                       testbed=testbed)
+    assert junit.exists(), result.stdout.str()[-3000:] + result.stderr.str()[-3000:]
+    by_name: dict[str, tuple[str, str]] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome, message = {"failure": "failed"}.get(tag, tag), (el.get("message") or "") + (el.text or "")
+        name = case.get("name", "").split("[")[0]
+        if by_name.get(name, ("passed",))[0] == "passed":
+            by_name[name] = (outcome, message)
+    seen = {cid: by_name.get(fn, ("missing", result.stdout.str()[-2000:])) for cid, fn in CHECKS.items()}
+    return {c: o for c, (o, _) in seen.items()}, {c: m for c, (_, m) in seen.items()}
+
+
+def gpu_allocatable(testbed: dict) -> str | None:
+    r = subprocess.run(["kubectl", "--kubeconfig", testbed["kubeconfig"], "get", "node", NODE, "-o", "json"],
+                       capture_output=True, text=True, timeout=30, check=False)
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout)["status"].get("allocatable", {}).get("nvidia.com/gpu")
+
+
+def wait_allocatable(testbed: dict, want, timeout: float = 90) -> str | None:
+    deadline = time.monotonic() + timeout
+    seen = gpu_allocatable(testbed)
+    while time.monotonic() < deadline and not want(seen):
+        time.sleep(2)
+        seen = gpu_allocatable(testbed)
+    return seen
+
+
+@pytest.fixture
+def gpu_testbed(testbed):
+    """The testbed with the fake GPU plugin advertising on tb-node-2 (skips when the testbed has no plugin)."""
+    seen = wait_allocatable(testbed, lambda v: v not in (None, "0"), timeout=60)
+    if seen in (None, "0"):
+        pytest.skip(f"{NODE} advertises no nvidia.com/gpu (allocatable {seen}): the testbed's fake GPU plugin is "
+                    "not running; python -m testbed up starts it")
+    return testbed
+
+
+def test_healthy_testbed_advertises_and_allocates_memory_checks_skip(pytester, gpu_testbed):
+    got, messages = outcomes(pytester, gpu_testbed)
+    assert (got["GPU-001"], got["GPU-002"]) == ("passed", "passed"), messages
+    for cid in MEMORY:
+        assert got[cid] == "skipped", (cid, messages[cid])
+        assert "no CUDA device in the GPU pod on tb-node-2" in messages[cid], messages[cid]
+        assert "libcuda.so.1" in messages[cid] and "--require-gpu" in messages[cid]
+
+
+def test_require_gpu_fails_the_memory_checks(pytester, gpu_testbed):
+    got, messages = outcomes(pytester, gpu_testbed, "--require-gpu")
+    assert (got["GPU-001"], got["GPU-002"]) == ("passed", "passed"), messages
+    for cid in MEMORY:
+        assert got[cid] == "failed", (cid, messages[cid])
+        assert "expected a CUDA device in the pod" in messages[cid] and "libcuda.so.1 not found" in messages[cid]
+
+
+def test_plugin_stopped_fails_the_advertisement_check(pytester, gpu_testbed):
+    inject = tb_cli("fault", "inject", "gpu-plugin-stop", timeout=120)
+    try:
+        assert inject.returncode == 0, inject.stderr
+        # the kubelet marks the plugin's devices unhealthy at once and reports it with its next status update
+        seen = wait_allocatable(gpu_testbed, lambda v: v == "0")
+        assert seen == "0", f"allocatable nvidia.com/gpu on {NODE} stayed {seen} with the plugin stopped"
+        got, messages = outcomes(pytester, gpu_testbed, "-k", "advertised")
+    finally:
+        heal = tb_cli("fault", "heal", "gpu-plugin-stop", timeout=120)
+        back = wait_allocatable(gpu_testbed, lambda v: v not in (None, "0"))
+    assert heal.returncode == 0, heal.stderr
+    assert back not in (None, "0"), f"the plugin did not come back after heal (allocatable {back})"
+    assert got["GPU-001"] == "failed", messages
+    msg = messages["GPU-001"]
+    assert "GPU advertisement on 1 GPU node(s): expected every GPU allocatable and healthy" in msg, msg
+    assert "tb-node-2: nvidia.com/gpu allocatable 0 of capacity 20" in msg and "device plugin" in msg, msg
