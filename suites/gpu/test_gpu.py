@@ -20,7 +20,7 @@ from clusterproof import gpu, runid
 from clusterproof.checks import evidence, require
 from clusterproof.gpu_pods import delete_pods, refresh, run_probe, start_probe_pods
 
-pytestmark = [pytest.mark.gpu]
+pytestmark = [pytest.mark.gpu, pytest.mark.xdist_group("gpu")]
 
 
 def _require_gpu(request) -> bool:
