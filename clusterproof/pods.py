@@ -25,6 +25,7 @@ answer never is.
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ from .wait import Never, wait_for
 PULL_ERRORS = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
 START_ERRORS = PULL_ERRORS | {"CreateContainerError", "CreateContainerConfigError", "RunContainerError",
                               "CrashLoopBackOff"}
+
+
+# kubernetes.stream.stream() swaps api_client.request for a websocket call while it connects and puts
+# the old one back afterwards; two threads doing that on one ApiClient can leave the websocket call in
+# place for good (every later API call then fails with "Handshake status 200 OK"). Connect one at a time.
+STREAM_LOCK = threading.Lock()
 
 
 @dataclass
@@ -68,9 +75,10 @@ def exec_in_pod(core_v1: Any, namespace: str, pod: str, argv: list[str], timeout
     command = shlex.join(argv)
     kw = {"container": container} if container else {}
     try:
-        ws = stream(core_v1.connect_get_namespaced_pod_exec, pod, namespace, command=argv, stdout=True,
-                    stderr=True, stdin=False, tty=False, _preload_content=False,
-                    _request_timeout=timeouts.get("api"), **kw)
+        with STREAM_LOCK:
+            ws = stream(core_v1.connect_get_namespaced_pod_exec, pod, namespace, command=argv, stdout=True,
+                        stderr=True, stdin=False, tty=False, _preload_content=False,
+                        _request_timeout=timeouts.get("api"), **kw)
     except Exception as exc:
         return ExecResult(None, "", "", command, f"{namespace}/{pod}", _one_line(exc))
     try:

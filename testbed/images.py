@@ -447,7 +447,8 @@ def image_specs(bin_dir: Path, echo=print) -> list[ImageSpec]:
         ImageSpec(PROBE, [base], cmd=["sleep", "3600"], env=py_env),
         ImageSpec(HELLO, [base, _flask_layer(echo), _app_layer()], cmd=["python3", "/app/main.py"], env=py_env,
                   workdir="/app", ports=["5000/tcp"]),
-        ImageSpec(COREDNS, [_single_binary_layer("coredns", coredns)], entrypoint=["/coredns"], ports=["53/udp", "53/tcp"]),
+        ImageSpec(COREDNS, [_single_binary_layer("coredns", coredns)], entrypoint=["/coredns"],
+                  ports=["53/udp", "53/tcp"]),
     ]
 
 

@@ -134,8 +134,9 @@ def test_hello_image_serves_from_its_own_rootfs(built, tmp_path):
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("200 Hello Course!\nHostname: ")
-    proc = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", "wget --help 2>&1 | head -1; nc --help 2>&1 | head -1"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    script = "wget --help 2>&1 | head -1; nc --help 2>&1 | head -1"
+    proc = subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
     assert proc.stdout.count("BusyBox") == 2, proc.stdout + proc.stderr
 
 
