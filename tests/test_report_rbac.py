@@ -138,8 +138,11 @@ def test_identity_is_limited(sa_kubeconfig: Path) -> None:
 def test_whole_suite_passes_under_the_least_privilege_identity(testbed: dict, sa_kubeconfig: Path,
                                                                pytester: pytest.Pytester) -> None:
     require_complete_suite()
-    result = run_suite(pytester, "--kubeconfig", str(sa_kubeconfig), "--ssh-key", testbed["ssh_key"],
-                       "--host-transport=pod", "--report-dir", str(pytester.path / "reports"))
+    # Paths and `--opt=value`: pytest looks for the root conftest (which adds --kubeconfig) from the
+    # positional arguments, and an option it does not know yet would make its value look like one.
+    result = run_suite(pytester, str(ROOT / "suites"), f"--kubeconfig={sa_kubeconfig}",
+                       f"--ssh-key={testbed['ssh_key']}", "--host-transport=pod",
+                       f"--report-dir={pytester.path / 'reports'}", "-n", "2")
     doc = json.loads((pytester.path / "reports" / "summary.json").read_text())
     denied = [f"{c['nodeid']}: {c['finding']}" for c in doc["checks"] if "forbidden:" in json.dumps(c)]
     assert denied == []
@@ -152,15 +155,14 @@ def test_whole_suite_passes_under_the_least_privilege_identity(testbed: dict, sa
 
 @pytest.mark.testbed
 def test_injected_fault_is_exactly_the_newly_failing_check(testbed: dict, pytester: pytest.Pytester) -> None:
-    args = ["suites/host/test_host_kernel.py", "-p", "no:randomly"]
-    healthy = run_suite(pytester, *args, "--report-dir", "healthy", testbed=testbed)
+    args = [str(ROOT / "suites" / "host" / "test_host_kernel.py")]
+    healthy = run_suite(pytester, *args, "--report-dir=healthy", testbed=testbed)
     assert healthy.ret == 0, "\n".join(healthy.outlines[-30:])
     proc = testbed_cli("fault", "inject", "sysctl", "--node", "tb-node-2", "--value", "net.ipv4.ip_forward=0",
                        timeout=120)
     assert proc.returncode == 0, proc.stderr
     try:
-        faulty = run_suite(pytester, *args, "--report-dir", "faulty", "--compare", "healthy/summary.json",
-                           testbed=testbed)
+        faulty = run_suite(pytester, *args, "--report-dir=faulty", "--compare=healthy/summary.json", testbed=testbed)
     finally:
         testbed_cli("fault", "heal", "sysctl", "--node", "tb-node-2", timeout=120)
     cmp = json.loads((pytester.path / "faulty" / "summary.json").read_text())["compare"]
