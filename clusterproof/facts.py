@@ -35,7 +35,7 @@ class ClusterFacts:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def gather(cls, api_client, context: str | None = None) -> "ClusterFacts":
+    def gather(cls, api_client, context: str | None = None) -> ClusterFacts:
         from kubernetes import client
 
         from .kube import server_address

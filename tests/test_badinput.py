@@ -4,9 +4,9 @@ from __future__ import annotations
 import socket
 import time
 
+import nshosts
 import pytest
 
-import nshosts
 from clusterproof import kube
 
 KUBECONFIG = """apiVersion: v1
@@ -93,7 +93,7 @@ def test_ssh_host_down(tmp_path):
     port = closed_port()
     t0 = time.monotonic()
     r = run(tmp_path, "--hosts", f"ssh://root@127.0.0.1:{port}")
-    assert_one_clear_line(r, kube.EXIT_SSH, f"clusterproof: unreachable: host ssh://127.0.0.1 unreachable over SSH")
+    assert_one_clear_line(r, kube.EXIT_SSH, "clusterproof: unreachable: host ssh://127.0.0.1 unreachable over SSH")
     assert "Connection refused" in r.stdout
     assert set(v.outcome for v in r.verdicts.values()) == {"error"}
     assert time.monotonic() - t0 < 60

@@ -8,16 +8,16 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
-
 import nshosts
+import pytest
 from nshosts import NsHosts
 
 pytestmark = [pytest.mark.netns,
               pytest.mark.skipif(os.geteuid() != 0, reason="namespace hosts need root (run as root)")]
 
 ALL_CHECKS = {
-    "test_br_netfilter_loaded", "test_bridge_nf_call_enabled[{h}-iptables]", "test_bridge_nf_call_enabled[{h}-ip6tables]",
+    "test_br_netfilter_loaded",
+    "test_bridge_nf_call_enabled[{h}-iptables]", "test_bridge_nf_call_enabled[{h}-ip6tables]",
     "test_ip_forward_enabled", "test_swap_off", "test_ip_forward_persisted",
     "test_bridge_nf_call_persisted[{h}-iptables]", "test_bridge_nf_call_persisted[{h}-ip6tables]",
     "test_br_netfilter_persisted", "test_no_swap_in_fstab", "test_required_binaries_present",
@@ -26,7 +26,8 @@ ALL_CHECKS = {
 
 # fault -> (checks it must fail, text each failure message must contain; {h} is the host id)
 FAULT_FAILS = {
-    "ip_forward_off": ({"test_ip_forward_enabled"}, "net.ipv4.ip_forward on {h}: expected 1, observed 0; fix: sysctl -w"),
+    "ip_forward_off": ({"test_ip_forward_enabled"},
+                       "net.ipv4.ip_forward on {h}: expected 1, observed 0; fix: sysctl -w"),
     "bridge_nf_off": ({"test_bridge_nf_call_enabled[{h}-iptables]"},
                       "net.bridge.bridge-nf-call-iptables on {h}: expected 1 (required: "),
     "no_br_netfilter": ({"test_br_netfilter_loaded"}, "kernel module br_netfilter on {h}: expected loaded"),

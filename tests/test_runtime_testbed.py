@@ -6,9 +6,9 @@ import re
 import subprocess
 import sys
 
+import nshosts
 import pytest
 
-import nshosts
 from conftest import ROOT
 
 pytestmark = pytest.mark.testbed
@@ -46,7 +46,7 @@ def test_ssh_and_pod_transports_give_the_same_verdicts(testbed, tmp_path):
     assert "error" not in set(by_check(ssh).values())
 
 
-@pytest.mark.parametrize("name, owner, text", [
+@pytest.mark.parametrize(("name", "owner", "text"), [
     ("cri-socket-remove", "test_cri_socket_is_a_socket",
      "CRI socket on ssh://tb-node-1: expected a socket at one of /run/containerd/containerd.sock"),
     ("runtime-stop", "test_cri_socket_is_a_socket|test_cri_answers_version_and_status",
@@ -68,7 +68,7 @@ def test_runtime_fault_fails_its_check(testbed, tmp_path, name, owner, text):
     assert set(other.values()) == {"passed"}
 
 
-@pytest.mark.parametrize("name, value, owner, text", [
+@pytest.mark.parametrize(("name", "value", "owner", "text"), [
     ("sysctl", "net.ipv4.ip_forward=0", "test_ip_forward_enabled",
      "net.ipv4.ip_forward on ssh://tb-node-1: expected 1, observed 0"),
     ("sysctl-persist-remove", None, "test_ip_forward_persisted",

@@ -133,9 +133,9 @@ def test_no_dockershim(node_host, host_node):
     path, source, kind = cri_socket(node_host, host_node)
     named = host_node.annotations.get(ANNOTATION, "") if host_node else ""
     dockershim = [s for s in (named, path or "") if DOCKERSHIM in s]
-    if host_node is not None and host_node.runtime_version.startswith("docker://") and not dockershim:
-        if "cri-dockerd" not in (path or ""):
-            dockershim.append(f"runtime {host_node.runtime_version} without a cri-dockerd socket")
+    docker = host_node is not None and host_node.runtime_version.startswith("docker://")
+    if docker and not dockershim and "cri-dockerd" not in (path or ""):
+        dockershim.append(f"runtime {host_node.runtime_version} without a cri-dockerd socket")
     require(not dockershim, f"runtime endpoint of {node_host.id}",
             "containerd, CRI-O or cri-dockerd (dockershim was removed in Kubernetes 1.24)",
             "; ".join(dockershim),
