@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import timeouts
 
@@ -162,7 +163,7 @@ class SSHHost(Host):
             err = getattr(res, "stderr", "") or str(exc)
             raise HostUnreachable(f"host {self.id} unreachable over SSH: {_last_line(err) or 'ssh failed'}"
                                   ) from None
-        except Exception as exc:  # noqa: BLE001 - paramiko and other backends raise their own types
+        except Exception as exc:  # paramiko and other backends raise their own types
             raise HostUnreachable(f"host {self.id} unreachable: {type(exc).__name__}: "
                                   f"{_last_line(str(exc)) or 'no detail'}") from None
         return out.rc, out.stdout, out.stderr
@@ -207,7 +208,7 @@ class PodHost(Host):
             ws = stream(self._core.connect_get_namespaced_pod_exec, pod, self._ns, command=cmd,
                         stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False,
                         _request_timeout=timeouts.get("api"))
-        except Exception as exc:  # noqa: BLE001 - ApiException, websocket errors
+        except Exception as exc:  # ApiException, websocket errors
             raise HostUnreachable(f"host {self.id}: exec into probe pod {self._ns}/{pod} failed: "
                                   f"{_last_line(str(exc))[:200]}") from None
         try:
