@@ -1,0 +1,135 @@
+"""CNI detection, config parsing, CIDR agreement and pod-IP rules (clusterproof.cni) on real-shaped objects."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client
+
+from clusterproof import cni
+
+
+def ds(name: str, namespace: str, *images: str, containers: tuple[str, ...] = ()) -> client.V1DaemonSet:
+    cs = [client.V1Container(name=containers[i] if i < len(containers) else f"c{i}", image=img)
+          for i, img in enumerate(images)]
+    return client.V1DaemonSet(
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+        spec=client.V1DaemonSetSpec(selector=client.V1LabelSelector(match_labels={"k8s-app": name}),
+                                    template=client.V1PodTemplateSpec(spec=client.V1PodSpec(containers=cs))))
+
+
+KUBE_PROXY = ds("kube-proxy", "kube-system", "registry.k8s.io/kube-proxy:v1.35.0", containers=("kube-proxy",))
+
+
+@pytest.mark.parametrize(("objs", "name", "agents"), [
+    ([KUBE_PROXY, ds("calico-node", "calico-system", "docker.io/calico/node:v3.28.0")], "calico",
+     ["calico-system/calico-node"]),
+    ([KUBE_PROXY, ds("kube-flannel-ds", "kube-flannel", "docker.io/flannel/flannel:v0.25.1")], "flannel",
+     ["kube-flannel/kube-flannel-ds"]),
+    ([ds("cilium", "kube-system", "quay.io/cilium/cilium:v1.16.0")], "cilium", ["kube-system/cilium"]),
+    ([ds("canal", "kube-system", "calico/node:v3.26", "flannel/flannel:v0.22")], "canal", ["kube-system/canal"]),
+    ([ds("weave-net", "kube-system", "ghcr.io/weaveworks/launcher/weave-kube:2.8.1")], "weave",
+     ["kube-system/weave-net"]),
+    ([ds("kube-router", "kube-system", "docker.io/cloudnativelabs/kube-router:v2.1")], "kube-router",
+     ["kube-system/kube-router"]),
+    ([KUBE_PROXY], "unknown", []),
+    ([], "unknown", []),
+], ids=["calico", "flannel", "cilium", "canal", "weave", "kube-router", "kube-proxy-only", "nothing"])
+def test_detect_from_daemonsets(objs, name, agents) -> None:
+    got = cni.detect(objs)
+    assert (got.name, got.agents) == (name, agents)
+
+
+BRIDGE = json.dumps({"cniVersion": "1.0.0", "name": "tb", "plugins": [
+    {"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.1.0/24"}]]}},
+    {"type": "portmap", "capabilities": {"portMappings": True}}]})
+
+
+def test_config_dir_picks_first_valid_file_and_names_bridge() -> None:
+    cfg = cni.parse_config_dir({"/etc/cni/net.d/05-broken.conf": "{not json",
+                                "/etc/cni/net.d/10-bridge.conflist": BRIDGE,
+                                "/etc/cni/net.d/99-loopback.conf": json.dumps({"type": "loopback"})})
+    assert cfg.loaded == "/etc/cni/net.d/10-bridge.conflist"
+    assert (cfg.cni, cfg.plugins) == ("bridge", ["bridge", "portmap"])
+    assert cfg.problems and "05-broken.conf" in cfg.problems[0]
+    # a config-file CNI is named from the hosts when no agent DaemonSet exists
+    assert cni.detect([KUBE_PROXY], {"tb-node-1": cfg}).name == "bridge"
+
+
+def test_config_dir_empty_or_missing() -> None:
+    assert cni.parse_config_dir({}).loaded is None
+    assert cni.parse_config_dir({}).problems == ["no files in /etc/cni/net.d"]
+    dump = "=== /etc/cni/net.d/10-bridge.conflist\n" + BRIDGE + "\n"
+    assert cni.split_config_dump(dump) == {"/etc/cni/net.d/10-bridge.conflist": BRIDGE + "\n"}
+    assert cni.split_config_dump("=== MISSING-DIR\n") is None
+    assert cni.split_config_dump("") == {}
+
+
+KUBEADM = """apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: v1.35.0
+networking:
+  dnsDomain: cluster.local
+  podSubnet: 10.244.0.0/16
+  serviceSubnet: 10.96.0.0/12
+"""
+
+
+def kcm_pod(cidr: str) -> client.V1Pod:
+    return client.V1Pod(metadata=client.V1ObjectMeta(name="kube-controller-manager-cp", namespace="kube-system"),
+                        spec=client.V1PodSpec(containers=[client.V1Container(
+                            name="kube-controller-manager", command=["kube-controller-manager",
+                                                                     "--allocate-node-cidrs=true",
+                                                                     f"--cluster-cidr={cidr}"])]))
+
+
+def test_cidr_sources_parse() -> None:
+    assert cni.kubeadm_pod_subnet(KUBEADM) == ["10.244.0.0/16"]
+    assert cni.kubeadm_pod_subnet(None) == []
+    assert cni.controller_manager_cidr([kcm_pod("10.244.0.0/16,fd00::/56")]) == ["10.244.0.0/16", "fd00::/56"]
+    pools = [{"spec": {"cidr": "192.168.0.0/16"}}, {"spec": {"cidr": "10.9.0.0/16", "disabled": True}}]
+    assert cni.calico_pools(pools) == ["192.168.0.0/16"]
+    n = client.V1Node(metadata=client.V1ObjectMeta(name="a"), spec=client.V1NodeSpec(pod_cidr="10.244.1.0/24"))
+    assert cni.node_pod_cidrs(n) == ["10.244.1.0/24"]
+
+
+def test_cidr_sources_agree_and_disagree() -> None:
+    nodes_ok = {"a": ["10.244.0.0/24"], "b": ["10.244.1.0/24"]}
+    assert cni.cidr_disagreements({"kubeadm-config podSubnet": ["10.244.0.0/16"],
+                                   "kube-controller-manager --cluster-cidr": ["10.244.0.0/16"]}, nodes_ok) == []
+    assert cni.cidr_disagreements({}, nodes_ok) == []
+    # the course's classic mistake: kubeadm init --pod-network-cidr 10.244.0.0/16 but Calico's default pool
+    rows = cni.cidr_disagreements({"kubeadm-config podSubnet": ["10.244.0.0/16"],
+                                   "Calico IPPool": ["192.168.0.0/16"]}, nodes_ok)
+    assert rows == ["Calico IPPool 192.168.0.0/16 is outside kubeadm-config podSubnet 10.244.0.0/16"]
+    rows = cni.cidr_disagreements({"kubeadm-config podSubnet": ["10.244.0.0/16"],
+                                   "kube-controller-manager --cluster-cidr": ["10.100.0.0/16"]},
+                                  {"a": ["10.100.0.0/24"]})
+    assert any("differs" in r for r in rows)
+    assert "node a podCIDR 10.100.0.0/24 is outside kubeadm-config podSubnet 10.244.0.0/16" in rows
+    rows = cni.cidr_disagreements({}, {"a": ["10.244.0.0/23"], "b": ["10.244.1.0/24"]})
+    assert rows == ["node b podCIDR 10.244.1.0/24 overlaps node a podCIDR 10.244.0.0/23"]
+
+
+def pod(name: str, node: str, ip: str | None, host_network: bool = False) -> client.V1Pod:
+    return client.V1Pod(metadata=client.V1ObjectMeta(name=name, namespace="ns"),
+                        spec=client.V1PodSpec(node_name=node, host_network=host_network,
+                                              containers=[client.V1Container(name="c")]),
+                        status=client.V1PodStatus(pod_ip=ip, pod_ips=[client.V1PodIP(ip=ip)] if ip else None))
+
+
+def test_pod_ips_per_node_and_cluster_wide() -> None:
+    nodes = {"a": ["198.18.1.0/24"], "b": ["198.18.0.0/24"]}
+    pods = [pod("ok-a", "a", "198.18.1.5"), pod("wrong-node", "a", "198.18.0.7"),
+            pod("host", "a", "198.19.0.11", host_network=True), pod("pending", "b", None)]
+    rows, rule, judged = cni.pod_ip_violations(pods, "bridge", {}, nodes)
+    assert rule == "each pod's IP inside its node's podCIDR" and judged == 2
+    assert rows == ["pod ns/wrong-node on a: IP 198.18.0.7 outside 198.18.1.0/24"]
+    # unknown CNI: only the union of node podCIDRs is known
+    rows, rule, _ = cni.pod_ip_violations(pods, "unknown", {}, nodes)
+    assert rows == [] and "node podCIDRs" in rule
+    # Calico with its own IPAM: the IPPool decides, node podCIDRs do not
+    rows, rule, _ = cni.pod_ip_violations([pod("c", "a", "192.168.3.4"), pod("d", "a", "10.0.0.1")], "calico",
+                                          {"Calico IPPool": ["192.168.0.0/16"]}, nodes)
+    assert rows == ["pod ns/d on a: IP 10.0.0.1 outside 192.168.0.0/16"] and "Calico IPPool" in rule
+    assert cni.pod_ip_violations(pods, "unknown", {}, {}) == ([], "", 0)

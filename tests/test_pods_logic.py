@@ -1,0 +1,68 @@
+"""Pod helpers without a cluster: namespace link parsing, pull-error messages, labels, probe pod placement."""
+from __future__ import annotations
+
+from kubernetes import client
+
+from clusterproof import podns, pods, runid
+
+NODE_OUTPUT = """sandbox 44c28d32bb87
+pause 16023 net:[4026532324] ipc:[4026532397] uts:[4026532396] mnt:[4026532395] pid:[4026532398]
+container app 16238 net:[4026532324] ipc:[4026532397] uts:[4026532396] mnt:[4026532549] pid:[4026532551]
+container sidecar 16374 net:[4026532999] ipc:[4026532397] uts:[4026532396] mnt:[4026532554] pid:[4026532555]
+# ls -l /proc/16023/ns
+lrwxrwxrwx 1 root root 0 Aug 10 16:14 ipc -> ipc:[4026532397]
+"""
+
+
+def test_node_output_pause_vs_containers() -> None:
+    pause, containers, pids = podns.parse_node_output(NODE_OUTPUT)
+    assert pause["net"] == "4026532324" and pids == {"pause": "16023", "app": "16238", "sidecar": "16374"}
+    assert podns.compare(pause, containers["app"], podns.SHARED) == []
+    assert podns.compare(pause, containers["sidecar"], podns.SHARED) == ["net"]
+    assert podns.compare(pause, containers["app"], ("mnt",)) == ["mnt"]
+
+
+def test_course_ls_output_parses() -> None:
+    text = "lrwxrwxrwx 1 root root 0 Aug 10 15:33 mnt -> mnt:[4026532592]\n" \
+           "lrwxrwxrwx 1 root root 0 Aug 10 15:33 net -> net:[4026532516]\n"
+    assert podns.parse_links(text) == {"mnt": "4026532592", "net": "4026532516"}
+    assert "--namespace '^ns$'" in podns.node_script("ns", "share-0")
+
+
+def _waiting_pod(reason: str, image: str = "localhost/clusterproof/probe:1") -> client.V1Pod:
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name="probe-0", namespace="ns"),
+        spec=client.V1PodSpec(containers=[client.V1Container(name="probe", image=image)]),
+        status=client.V1PodStatus(phase="Pending", container_statuses=[client.V1ContainerStatus(
+            name="probe", image=image, image_id="", ready=False, restart_count=0,
+            state=client.V1ContainerState(waiting=client.V1ContainerStateWaiting(
+                reason=reason, message=f'failed to pull "{image}": not found')))]))
+
+
+def test_pull_error_names_image_and_option() -> None:
+    msg = pods.pod_problem(_waiting_pod("ErrImageNeverPull"), {"localhost/clusterproof/probe:1": "--probe-image"})
+    assert "ErrImageNeverPull" in msg and "localhost/clusterproof/probe:1" in msg and "--probe-image" in msg
+    assert pods.pod_problem(_waiting_pod("ContainerCreating")) is None
+    assert "CrashLoopBackOff" in pods.pod_problem(_waiting_pod("CrashLoopBackOff"))
+
+
+def test_labelled_and_affinity() -> None:
+    run = {"run": "20260101-abc123", "holder": "h:1"}
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+           "spec": {"template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": []}}}}
+    out = pods.labelled(dep, run)
+    assert out["metadata"]["labels"][runid.LABEL_RUN] == run["run"]
+    assert out["spec"]["template"]["metadata"]["labels"] == {"app": "d", runid.LABEL_OWNED: "true",
+                                                             runid.LABEL_RUN: run["run"]}
+    assert "labels" not in dep["metadata"]  # the caller's dict is not changed
+    p = pods.probe_pod("probe-0", "tb-node-1", "img", run, pin="affinity", hostname="host-1", serve=True)
+    assert "nodeName" not in p["spec"]
+    term = p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["host-1"]
+    assert p["spec"]["containers"][0]["readinessProbe"]["tcpSocket"]["port"] == pods.SERVE_PORT
+    assert pods.probe_pod("p", "tb-node-1", "img", run)["spec"]["nodeName"] == "tb-node-1"
+
+
+def test_tcp_script_has_no_wget_timeout_flag() -> None:
+    text = pods.tcp_script("10.0.0.1", 80, 2)
+    assert "nc -z -w 2 10.0.0.1 80" in text and "wget -T" not in text
