@@ -244,7 +244,8 @@ class Plugin:
         self.changed = threading.Condition()
         self.generation = 0
         self.server = None
-        self.registered_inode: int | None = None
+        # (inode, ctime) of the kubelet.sock we registered with: a recreated socket may reuse the inode number
+        self.registered_inode: tuple[int, int] | None = None
 
     # --- the DevicePlugin service
     def GetDevicePluginOptions(self, request, context):
@@ -336,7 +337,8 @@ class Plugin:
         import grpc
 
         try:
-            inode = self.kubelet_sock.stat().st_ino
+            st = self.kubelet_sock.stat()
+            inode = (st.st_ino, st.st_ctime_ns)
         except OSError:
             return False
         try:
@@ -375,9 +377,11 @@ class Plugin:
                 self.serve()
                 self.registered_inode = None
             try:
-                inode = self.kubelet_sock.stat().st_ino
+                st = self.kubelet_sock.stat()
+                inode: tuple[int, int] | None = (st.st_ino, st.st_ctime_ns)
             except OSError:
                 inode = None
+                self.registered_inode = None
             if inode is not None and inode != self.registered_inode:
                 with self.changed:
                     self.generation += 1      # a fresh ListAndWatch will come; make it send at once
