@@ -146,7 +146,8 @@ def test_whole_suite_passes_under_the_least_privilege_identity(testbed: dict, sa
     # positional arguments, and an option it does not know yet would make its value look like one.
     result = run_suite(pytester, str(ROOT / "suites"), f"--kubeconfig={sa_kubeconfig}",
                        f"--ssh-key={testbed['ssh_key']}", "--host-transport=pod",
-                       f"--report-dir={pytester.path / 'reports'}", "-n", "2")
+                       f"--report-dir={pytester.path / 'reports'}", "-n", "2",
+                       "--gpu-probe-image=localhost/clusterproof/probe:1")  # the testbed's images only
     doc = json.loads((pytester.path / "reports" / "summary.json").read_text())
     denied = [f"{c['nodeid']}: {c['finding']}" for c in doc["checks"] if "forbidden:" in json.dumps(c)]
     assert denied == []
