@@ -132,7 +132,9 @@ def request_token(api_client, duration_s: int = 7200, namespace: str = NAMESPACE
                                                                                 expiration_seconds=duration_s))
     resp = client.CoreV1Api(api_client).create_namespaced_service_account_token(
         service_account, namespace, body, _request_timeout=timeouts.get("api"))
-    return resp.status.token
+    if resp.status is None or not resp.status.token:
+        raise RuntimeError(f"TokenRequest for {namespace}/{service_account} returned no token")
+    return str(resp.status.token)
 
 
 def kubeconfig_for(server: str, token: str | None = None, ca_pem: bytes | None = None,
