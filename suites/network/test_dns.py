@@ -2,8 +2,9 @@
 
 Lookups run in one probe pod per Ready node (dnsPolicy ClusterFirst, so the pod's resolv.conf
 search path applies, as for any workload) with python3's getaddrinfo, or busybox nslookup for a
-fully qualified name when the probe image has no python3. An answer with the wrong address is a
-failure and never retried; only inconclusive lookups (exec transport errors, no output) are.
+fully qualified name when the probe image has no python3. An answer with the wrong address, or
+"no such name", is a failure and never retried; only inconclusive lookups (exec transport errors, no
+output, no answer from the DNS server at all) are repeated for a bounded time.
 When the cluster DNS Service has no ready endpoints at all, NODE-006 owns the finding and these
 checks skip with a pointer instead of failing twice.
 """
@@ -65,7 +66,11 @@ def lookup(core_v1, namespace: str, pod: str, name: str, fqdn: str) -> Lookup:
         return Lookup("inconclusive", [], f"lookup tool crashed (exit {rc})", res.evidence())
     if rc == "0" and addresses:
         return Lookup("ok", addresses, "resolved", res.evidence())
-    detail = "timed out" if rc in ("124", "143") else (body.strip().splitlines() or [f"exit {rc}"])[-1][:160]
+    if rc in ("124", "143") or "Temporary failure" in body:
+        # No answer at all (a lost UDP packet, a new pod's first seconds): retried for a while, as the
+        # Kubernetes e2e DNS tests poll; an answer that says "no such name" or a wrong address is final.
+        return Lookup("inconclusive", [], f"no answer within {limit}s (timed out)", res.evidence())
+    detail = (body.strip().splitlines() or [f"exit {rc}"])[-1][:160]
     return Lookup("failed", [], detail, res.evidence())
 
 
@@ -112,7 +117,8 @@ def _resolve_everywhere(core_v1, namespace: str, node_probes: dict[str, str], na
                         want: str) -> tuple[list[str], list[str]]:
     rows, lines = [], []
     for node, pod in sorted(node_probes.items()):
-        got = pods.conclusive(lambda pod=pod: lookup(core_v1, namespace, pod, name, fqdn))
+        got = pods.conclusive(lambda pod=pod: lookup(core_v1, namespace, pod, name, fqdn),
+                              timeout=timeouts.get("endpoints") / 2)
         evidence(f"pod {namespace}/{pod} on {node}: getaddrinfo({name})", got.evidence)
         line = f"{node} ({pod}): {name} -> {', '.join(got.addresses) or got.outcome + ': ' + got.detail}"
         lines.append(line)
@@ -150,7 +156,8 @@ def test_service_name_resolves(dns_service: dict, node_probes: dict[str, str], w
         pytest.skip("no Ready node to run a pod on; NODE-001 reports why")
     ns = workloads.namespace
     rows, lines = [], []
-    for name in (target["name"], f"{target['name']}.{ns}.svc"):
+    # The short name goes through the pod's search path; the absolute name (trailing dot) does not.
+    for name in (target["name"], f"{target['name']}.{ns}.svc.cluster.local."):
         r, ln = _resolve_everywhere(core_v1, ns, node_probes, name, f"{target['name']}.{ns}.svc.cluster.local",
                                     target["ip"])
         rows += [f"{name}: {x}" for x in r]
