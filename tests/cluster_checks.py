@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 import time
 from collections.abc import Callable
@@ -11,9 +13,12 @@ from conftest import ROOT, run_suite
 SUITES = ("suites/nodes", "suites/network", "suites/pods")
 
 
+_ENV = {**os.environ, "HOME": pwd.getpwuid(os.getuid()).pw_dir}  # pytester changes HOME
+
+
 def kubectl(testbed: dict, *args: str, timeout: float = 30) -> str:
     p = subprocess.run(["kubectl", "--kubeconfig", testbed["kubeconfig"], *args], capture_output=True, text=True,
-                       timeout=timeout, check=False)
+                       timeout=timeout, check=False, env=_ENV)
     return p.stdout
 
 

@@ -5,16 +5,24 @@ surprising result is re-run once before it is believed (cluster_checks.run_until
 """
 from __future__ import annotations
 
+import os
+import pwd
+import subprocess
+import sys
+
 import pytest
 from cluster_checks import dns_endpoints, node_ready, run_until, wait_until
 
-from conftest import testbed_cli
+from conftest import ROOT
 
 pytestmark = pytest.mark.testbed
+# pytester points HOME at its tmp folder; the testbed finds its kubectl under the real HOME.
+REAL_ENV = {**os.environ, "HOME": pwd.getpwuid(os.getuid()).pw_dir}
 
 
 def _fault(action: str, name: str, *args: str) -> None:
-    p = testbed_cli("fault", action, name, *args, timeout=180)
+    p = subprocess.run([sys.executable, "-m", "testbed", "fault", action, name, *args], cwd=ROOT, env=REAL_ENV,
+                       capture_output=True, text=True, timeout=180, check=False)
     assert p.returncode == 0, f"testbed fault {action} {name}: {p.stdout[-500:]} {p.stderr[-500:]}"
 
 
