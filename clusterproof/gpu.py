@@ -543,7 +543,14 @@ def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Ve
         expected = cuda_total
     preload = out.preload_failed()
     bad = []
-    if cuda_total is not None and not _close(cuda_total, expected):
+    free = out.cuda.get("free_mib")
+    if plan.sharing == "mps" and expected is not None and free is not None:
+        # Measured on an H200 (driver 580): an MPS client's pinned limit shows in cuMemGetInfo's *free*
+        # (limit minus the client's context), while total stays the whole card.
+        if free <= expected + max(TOLERANCE_MIN_MIB, TOLERANCE * expected):
+            return Verdict("pass", subject, f"at most {expected} MiB free (MPS pinned limit)", seen)
+        bad.append(f"cuMemGetInfo free {free} MiB")
+    elif cuda_total is not None and not _close(cuda_total, expected):
         bad.append(f"cuMemGetInfo total {cuda_total} MiB")
     if plan.nvml_limited and smi_total is not None and not _close(smi_total, expected):
         bad.append(f"nvidia-smi memory.total {smi_total} MiB")

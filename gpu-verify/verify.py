@@ -10,7 +10,7 @@ by the same functions the suite uses:
   no-limit          the probe alone: visible total equals the card; half the card allocates
   mps-2g            an MPS client with CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=2G: sees ~2 GiB,
                     1 GiB allocates, 3 GiB fails with CUDA_ERROR_OUT_OF_MEMORY
-  mps-pair-a/-b     two MPS clients at once on the same GPU, limits 2G and 1G: each keeps its own
+  mps-pair-a/-b     two MPS clients at once on the same GPU, limits 2G and 3G (a 1G client's context leaves ~510 MiB free): each keeps its own
   hami-core         only with VGPU_LIB=/path/to/libvgpu.so: LD_PRELOAD + CUDA_DEVICE_MEMORY_LIMIT=2048m
 
 OUTDIR gets <case>.stdout/.stderr (the probe's raw output), verdicts.json (cases, plans, verdicts:
@@ -192,7 +192,7 @@ def main(argv: list[str]) -> int:
     # (b) and (c): CUDA MPS with a pinned device memory limit per client
     plan_2g = {"sharing": "mps", "slice_mib": 2048, "card_mib": card, "isolated": True, "nvml_limited": False,
                "note": "MPS client limited by CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=2G"}
-    plan_1g = dict(plan_2g, slice_mib=1024, note="MPS client limited by CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=1G")
+    plan_1g = dict(plan_2g, slice_mib=3072, note="MPS client limited by CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=3G")
     env, why = mps_start(outdir) if time.monotonic() - t0 < BUDGET_S else (None, "time budget spent")
     if env is None:
         cases += [not_run("mps-2g", why, plan_2g), not_run("mps-pair-a", why, plan_2g),
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
             cases.append(record(outdir, {"name": "mps-2g", "plan": plan_2g}, finish(p)))
             pa = run_probe(outdir, "mps-pair-a", [1024, 3072], {**env, "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=2G"},
                            hold=4)
-            pb = run_probe(outdir, "mps-pair-b", [512, 1536], {**env, "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=1G"},
+            pb = run_probe(outdir, "mps-pair-b", [1536, 4608], {**env, "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT": "0=3G"},
                            hold=4)
             ra, rb = finish(pa), finish(pb)
             cases.append(record(outdir, {"name": "mps-pair-a", "plan": plan_2g}, ra))
