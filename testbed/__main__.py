@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "env":
             print(f"export KUBECONFIG={cluster.ADMIN_KUBECONFIG}")
             print(f"export CLUSTERPROOF_SSH_KEY={cluster.SSH_KEY}")
+            # No registry here: the GPU probe runs on the locally built probe image (it has python3).
+            print("export CLUSTERPROOF_GPU_PROBE_IMAGE=localhost/clusterproof/probe:1")
         elif args.cmd == "fault":
             if args.action == "list":
                 for name, (_, _, text) in sorted(faults.FAULTS.items()):
