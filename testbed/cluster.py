@@ -24,7 +24,8 @@ CONTROL_PORTS = {2379: "etcd", 2380: "etcd peer", 6443: "kube-apiserver", 10257:
                  10259: "kube-scheduler"}
 # What the node sees at the usual paths: node-private folders bound over them in its mount namespace.
 NODE_BINDS = ["/etc/cni/net.d", "/etc/sysctl.d", "/etc/modules-load.d", "/var/lib/kubelet", "/var/lib/containerd",
-              "/run/containerd", "/var/log/pods", "/var/log/containers", "/run/netns", "/run/sshd", "/usr/local/bin"]
+              "/run/containerd", "/var/log/pods", "/var/log/containers", "/run/netns", "/run/sshd", "/usr/local/bin",
+              "/var/lib/cni"]  # host-local IPAM state: shared, both nodes' allocators reused IPs at once
 NODE_TOOLS = ["crictl", "kubelet", "kubectl"]  # on the node's PATH, as a kubeadm install leaves them
 NODE_FILE_BINDS = ["/etc/fstab"]
 REQUIRED = {  # command -> Debian package

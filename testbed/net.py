@@ -80,9 +80,15 @@ def setup_node(node: Node) -> None:
         in_ns(node, "ip", "addr", "add", f"{node.ip}/{PREFIX}", "dev", "eth0")
     in_ns(node, "ip", "link", "set", "eth0", "up")
     in_ns(node, "ip", "route", "replace", "default", "via", BRIDGE_IP)
+    # A reused pod IP must not wait on a stale neighbour entry (5 s + 3 unicast probes by default).
     for key in ("net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1",
                 "net.bridge.bridge-nf-call-ip6tables=1"):
         in_ns(node, "sysctl", "-qw", key, check=False)
+    # The bridge CNI plugin adopts an existing cni0; made here so its neighbour settings can be set
+    # (this kernel has no per-namespace neigh/default to inherit from).
+    if in_ns(node, "ip", "link", "show", "cni0", check=False).returncode != 0:
+        in_ns(node, "ip", "link", "add", "cni0", "type", "bridge")
+    in_ns(node, "sysctl", "-qw", "net.ipv4.neigh.cni0.delay_first_probe_time=1", check=False)
 
 
 def set_pod_routes(all_nodes: list[Node], cidrs: dict[str, str]) -> None:
