@@ -136,10 +136,17 @@ def ensure_pki() -> None:
                              f"system:node:{node.name}")
     ssh = STATE / "ssh"
     ssh.mkdir(parents=True, exist_ok=True)
+    # SSH keys outlive down/up (kept with the build cache): a node's host key that changed on every up
+    # would fail host-key verification against the user's known_hosts.
+    keep = CACHE / "testbed-ssh"
+    keep.mkdir(parents=True, exist_ok=True)
     for key in (SSH_KEY, ssh / "ssh_host_ed25519_key"):
-        if not key.exists():
+        kept = keep / key.name
+        if not kept.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "clusterproof-testbed", "-f",
-                            str(key)], check=True, timeout=30)
+                            str(kept)], check=True, timeout=30)
+        for suffix in ("", ".pub"):
+            shutil.copy2(f"{kept}{suffix}", f"{key}{suffix}")
     (ssh / "authorized_keys").write_text(Path(f"{SSH_KEY}.pub").read_text())
 
 
