@@ -40,7 +40,8 @@ def resolve_kubeconfig(option: str | None) -> str:
     try:
         p.read_bytes()
     except OSError as exc:
-        raise InputError(f"kubeconfig {p} cannot be read ({exc.strerror}); check its permissions", EXIT_KUBECONFIG) from None
+        raise InputError(f"kubeconfig {p} cannot be read ({exc.strerror}); check its permissions",
+                         EXIT_KUBECONFIG) from None
     return str(p)
 
 
@@ -62,7 +63,7 @@ def new_client(kubeconfig: str, context: str | None):
         raise InputError(f"kubeconfig {kubeconfig} has no current-context; pass --context NAME", EXIT_CONTEXT)
     try:
         return config.new_client_from_config(config_file=kubeconfig, context=context)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"kubeconfig {kubeconfig}: {str(exc).splitlines()[0]}", EXIT_KUBECONFIG) from None
 
 
@@ -89,7 +90,7 @@ def ping(api_client) -> str:
                          "check the cluster is up and --kubeconfig/--context point at it", EXIT_API) from None
     try:
         info = client.VersionApi(api_client).get_code(_request_timeout=t)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise InputError(f"API server {server_address(api_client)} did not answer a version request "
                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", EXIT_API) from None
     return info.git_version

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -39,7 +40,7 @@ def wait_for(
                 return observed
         except Never as exc:
             raise WaitTimeout(f"gave up waiting for {what}: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - kept and reported as the last state
+        except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:
             seen = f"last error: {_short(last_error)}" if last_error else f"last observed: {describe(last)}"

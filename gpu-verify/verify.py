@@ -10,7 +10,8 @@ by the same functions the suite uses:
   no-limit          the probe alone: visible total equals the card; half the card allocates
   mps-2g            an MPS client with CUDA_MPS_PINNED_DEVICE_MEM_LIMIT=0=2G: sees ~2 GiB,
                     1 GiB allocates, 3 GiB fails with CUDA_ERROR_OUT_OF_MEMORY
-  mps-pair-a/-b     two MPS clients at once on the same GPU, limits 2G and 3G (a 1G client's context leaves ~510 MiB free): each keeps its own
+  mps-pair-a/-b     two MPS clients at once on the same GPU, limits 2G and 3G: each keeps its own
+                    (a 1G client's context leaves only ~510 MiB free)
   hami-core         only with VGPU_LIB=/path/to/libvgpu.so: LD_PRELOAD + CUDA_DEVICE_MEMORY_LIMIT=2048m
 
 OUTDIR gets <case>.stdout/.stderr (the probe's raw output), verdicts.json (cases, plans, verdicts:

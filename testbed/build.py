@@ -112,7 +112,8 @@ def build(version: str, log: Path, echo=print) -> float:
         (work / "cmd" / "etcd").mkdir(parents=True, exist_ok=True)
         (work / "go.mod").write_text(wrapper_gomod(version, _kube_gomod(version, log)))
         (work / "cmd" / "etcd" / "main.go").write_text(ETCD_MAIN)
-        (work / "tools.go").write_text("//go:build tools\n\npackage tools\n\nimport _ \"k8s.io/kubernetes/cmd/kubelet\"\n")
+        (work / "tools.go").write_text(
+            "//go:build tools\n\npackage tools\n\nimport _ \"k8s.io/kubernetes/cmd/kubelet\"\n")
         pkgs = [f"k8s.io/kubernetes/cmd/{b}" for b in kube_todo if b != "etcd"]
         if "etcd" in kube_todo:
             pkgs.append("./cmd/etcd")

@@ -157,7 +157,7 @@ def _wait(what: str, cond, timeout: float, interval: float = 0.5, logs: tuple[st
         try:
             if cond():
                 return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             last = exc
         time.sleep(interval)
     tails = "; ".join(f"{n}: {proc.log_tail(n, 3)}" for n in logs)
@@ -205,7 +205,7 @@ def start_control_plane(version: str) -> None:
             "--allow-privileged=true", "--anonymous-auth=true", "--profiling=false", "--v=1"])
     _wait("kube-apiserver /readyz", lambda: _https_ok(f"https://127.0.0.1:{net.API_PORT}/readyz"), 90,
           logs=("kube-apiserver",))
-    common = [f"--authentication-kubeconfig={{c}}", f"--authorization-kubeconfig={{c}}", "--kubeconfig={c}",
+    common = ["--authentication-kubeconfig={c}", "--authorization-kubeconfig={c}", "--kubeconfig={c}",
               "--leader-elect=false", "--bind-address=127.0.0.1", "--v=1"]
     if proc.pid_of("kube-controller-manager") is None:
         c = STATE / "controller-manager.conf"
@@ -483,7 +483,7 @@ def _component(name: str, node: str | None, healthy: bool, detail: str) -> dict:
 def _check(fn) -> tuple[bool, str]:
     try:
         return (True, "ok") if fn() else (False, "not ready")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"[:200]
 
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def testbed_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def testbed_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:  # noqa: PT028 (a helper)
     """Run `python -m testbed ARGS` from the repository root."""
     return subprocess.run([sys.executable, "-m", "testbed", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, check=False)
@@ -43,7 +43,8 @@ def testbed() -> dict:
 
 def run_suite(pytester: pytest.Pytester, *args: str, testbed: dict | None = None, timeout: float = 900):
     """Run the real suite (suites/ with the root conftest) in a subprocess, against the testbed."""
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(ROOT), "-c", str(ROOT / "pytest.ini")]
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
+           "-c", str(ROOT / "pytest.ini")]
     if testbed:
         cmd += ["--kubeconfig", testbed["kubeconfig"], "--ssh-key", testbed["ssh_key"]]
     return pytester.run(*cmd, *args, timeout=timeout)

@@ -102,7 +102,7 @@ def test_pod_exec_logs_clusterip_and_nodeport(testbed, scratch_ns):
     while time.monotonic() < deadline and "Hello" not in body:
         body = kubectl(testbed, "-n", ns, "exec", "probe", "--", "python3", "-c",
                        "import urllib.request,sys;print(urllib.request.urlopen(sys.argv[1],timeout=3).read().decode())",
-                       f"http://web:6000/").stdout
+                       "http://web:6000/").stdout
         time.sleep(0.5)
     assert body.startswith("Hello World!") and "web" in body
     # NodePort from this machine, on every node's IP.
@@ -130,7 +130,7 @@ def test_fault_inject_and_heal_round_trip(testbed):
     assert json.loads(testbed_cli("status", "--json").stdout)["healthy"]
 
 
-@pytest.mark.parametrize("args, code, words", [
+@pytest.mark.parametrize(("args", "code", "words"), [
     (["up", "--version", "v1.99.0"], 3, "not available"),
     (["up", "--version", "latest"], 3, "not a Kubernetes release"),
     (["fault", "inject", "no-such-fault"], 2, "unknown fault"),
