@@ -19,7 +19,7 @@ import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from . import timeouts
 
@@ -147,7 +147,7 @@ def parse_config_dir(files: dict[str, str]) -> ConfigDir:
             out.problems.append(f"{path}: not valid JSON ({str(exc)[:80]})")
             continue
         plugins = doc.get("plugins") if isinstance(doc, dict) and "plugins" in doc else [doc]
-        types = [p.get("type") for p in plugins or [] if isinstance(p, dict) and p.get("type")]
+        types: list[str] = [p["type"] for p in plugins or [] if isinstance(p, dict) and p.get("type")]
         if not types:
             out.problems.append(f"{path}: names no plugin type")
             continue
@@ -232,8 +232,8 @@ def pod_ips(pod: Any) -> list[str]:
     """status.podIPs of a Pod (pod_ips in newer clients, pod_i_ps in older ones), else status.podIP."""
     st = _get(pod, "status")
     many = _get(st, "pod_ips") or _get(st, "pod_i_ps") or _get(st, "podIPs") or []
-    ips = [i.get("ip") if isinstance(i, dict) else getattr(i, "ip", None) for i in many]
-    ips = [i for i in ips if i]
+    found = [i.get("ip") if isinstance(i, dict) else getattr(i, "ip", None) for i in many]
+    ips: list[str] = [i for i in found if i]
     one = _get(st, "pod_ip") or _get(st, "podIP")
     return ips or ([one] if one else [])
 
@@ -344,7 +344,10 @@ def gather_cidr_sources(api_client: Any) -> tuple[dict[str, list[str]], dict[str
     custom = client.CustomObjectsApi(api_client)
     for group, version in (("crd.projectcalico.org", "v1"), ("projectcalico.org", "v3")):
         try:
-            pools = custom.list_cluster_custom_object(group, version, "ippools", _request_timeout=t)["items"]
+            # typed as object by the client; a list call returns the decoded JSON body, a dict with "items"
+            resp = cast(dict[str, Any], custom.list_cluster_custom_object(group, version, "ippools",
+                                                                           _request_timeout=t))
+            pools = resp["items"]
         except ApiException:
             continue
         cidrs = calico_pools(pools)
@@ -352,8 +355,9 @@ def gather_cidr_sources(api_client: Any) -> tuple[dict[str, list[str]], dict[str
         if cidrs:
             sources["Calico IPPool"] = cidrs
         break
-    node_cidrs = {}
+    node_cidrs: dict[str, list[str]] = {}
     for n in core.list_node(_request_timeout=t).items:
+        assert n.metadata is not None and n.metadata.name is not None   # the API server names every Node
         node_cidrs[n.metadata.name] = node_pod_cidrs(n)
     ev.append("node podCIDRs: " + ", ".join(f"{k}={v}" for k, v in sorted(node_cidrs.items())))
     return sources, node_cidrs, ev

@@ -381,8 +381,8 @@ def plan_for(node: GpuNode, slice_mib: int = SLICE_MIB) -> Plan:
                     f"HAMi slice of {want} MiB (nvidia.com/gpumem) on a {card or '?'} MiB card")
     replicas = node.label_int(LABEL_REPLICAS, 1) or 1
     if node.sharing == "mps":
-        want = card // replicas if card else None
-        return Plan(node.name, node.setup, "mps", res, want, True, card, False,
+        limit = card // replicas if card else None
+        return Plan(node.name, node.setup, "mps", res, limit, True, card, False,
                     f"MPS sharing: {card or '?'} MiB / {replicas} replicas (pinned memory limit)")
     if node.sharing == "time-slicing":
         return Plan(node.name, node.setup, "time-slicing", res, card, False, card, True,
@@ -459,8 +459,9 @@ class ProbeOutput:
             parts.append(f"nvidia-smi: {self.smi['error']}")
         for a in self.data.get("allocs", []):
             parts.append(f"alloc {a.get('mib')} MiB: {a.get('result')}")
-        if self.limit_env():
-            parts.append(self.limit_env())
+        env = self.limit_env()
+        if env:
+            parts.append(env)
         return "; ".join(parts)
 
 
@@ -541,6 +542,7 @@ def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Ve
     expected = plan.slice_mib
     if expected is None:                      # MIG: what CUDA sees is the instance; nvidia-smi must agree
         expected = cuda_total
+    assert expected is not None               # _no_cuda_skip returned above when cuMemGetInfo gave no total
     preload = out.preload_failed()
     bad = []
     free = out.cuda.get("free_mib")
@@ -582,7 +584,7 @@ def half_slice_allocates(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod")
         return Verdict("fail", subject, f"a {mib} MiB allocation attempted", "the probe did not try it",
                        "report this as a clusterproof bug")
     if a.get("rc") == 0:
-        return Verdict("pass", subject, f"{mib} MiB allocated", a.get("result"))
+        return Verdict("pass", subject, f"{mib} MiB allocated", str(a.get("result")))
     return Verdict("fail", subject, f"cuMemAlloc of {mib} MiB (half of {plan.slice_mib} MiB) to succeed",
                    f"{a.get('result')} ({out.summary()})",
                    "the slice is too small for the CUDA context plus data, or other processes hold the memory: "
@@ -608,7 +610,7 @@ def over_slice_fails(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> 
         return Verdict("fail", subject, f"a {plan.over_mib} MiB allocation attempted", "the probe did not try it",
                        "report this as a clusterproof bug")
     if a.get("result") == OOM:
-        return Verdict("pass", subject, OOM, a.get("result"))
+        return Verdict("pass", subject, OOM, str(a.get("result")))
     observed = f"cuMemAlloc of {plan.over_mib} MiB returned {a.get('result')}"
     if a.get("rc") == 0:
         observed += f" (the pod can exceed its {plan.slice_mib} MiB slice)"

@@ -438,13 +438,14 @@ class Workloads:
             doc = labelled(doc, self.run)
             doc["metadata"]["namespace"] = self.namespace
             kind, ns = doc["kind"], self.namespace
-            create = {
+            creators: dict[str, Callable[..., Any]] = {
                 "Pod": self.core_v1.create_namespaced_pod,
                 "Service": self.core_v1.create_namespaced_service,
                 "ConfigMap": self.core_v1.create_namespaced_config_map,
                 "Deployment": self.apps_v1.create_namespaced_deployment,
                 "DaemonSet": self.apps_v1.create_namespaced_daemon_set,
-            }.get(kind)
+            }
+            create = creators.get(kind)
             if create is None:
                 raise ValueError(f"Workloads.create: kind {kind} is not supported")
             create(ns, doc, _request_timeout=t)
