@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 DEFAULT_VERSION = "v1.35.4"
 CRICTL_VERSION = "v1.37.0"
 COREDNS_VERSION = "v1.14.7"
 
-CACHE = Path(os.environ.get("CLUSTERPROOF_CACHE", Path.home() / ".cache" / "clusterproof"))
+# The account's home, not $HOME: a caller that moves HOME (pytester does) must still find the cache.
+_HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)
+CACHE = Path(os.environ.get("CLUSTERPROOF_CACHE", _HOME / ".cache" / "clusterproof"))
 GO_CACHE = CACHE / "go"
 STATE = Path(os.environ.get("CLUSTERPROOF_TESTBED_STATE", "/var/lib/clusterproof-testbed"))
 RUN = Path("/run/clusterproof-testbed")

@@ -19,6 +19,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from clusterproof import kube, rbac
+from clusterproof.wait import wait_for
 from conftest import ROOT, run_suite
 
 SA = "system:serviceaccount:clusterproof:clusterproof"
@@ -122,7 +123,7 @@ def sa_kubeconfig(testbed: dict, tmp_path: Path) -> Path:
 
 
 @pytest.mark.testbed
-def test_identity_is_limited(sa_kubeconfig: Path) -> None:
+def test_identity_is_limited(testbed: dict, sa_kubeconfig: Path) -> None:
     from kubernetes import client
 
     core = client.CoreV1Api(kube.new_client(str(sa_kubeconfig), None))
@@ -131,11 +132,23 @@ def test_identity_is_limited(sa_kubeconfig: Path) -> None:
         core.list_namespaced_secret("kube-system", _request_timeout=10)
     assert rbac.forbidden_message(denied.value) == (
         f"forbidden: list secrets in kube-system for {SA}; grant it in manifests/rbac/role-kube-system.yaml")
-    with pytest.raises(ApiException) as guarded:
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="cp-unlabelled")),
-                              _request_timeout=10)
-    assert guarded.value.status in (403, 422)
-    assert "clusterproof.io/owned=true" in str(guarded.value.body)
+    # A just-applied ValidatingAdmissionPolicy takes effect after the API server's informer syncs:
+    # try until it refuses (a namespace that got through meanwhile is removed), at most 30 s.
+    admin = client.CoreV1Api(kube.new_client(testbed["kubeconfig"], None))
+
+    def refused():
+        try:
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="cp-unlabelled")),
+                                  _request_timeout=10)
+        except ApiException as exc:
+            if exc.status in (403, 422):
+                return True, exc
+            raise
+        admin.delete_namespace("cp-unlabelled", _request_timeout=10)
+        return False, "created: the guard is not active yet"
+
+    guarded = wait_for(refused, "the namespace guard to refuse an unlabelled namespace", 30, interval=1)
+    assert "clusterproof.io/owned=true" in str(guarded.body)
 
 
 @pytest.mark.testbed
