@@ -47,7 +47,8 @@ def bare_rollout(st: dict, env: dict) -> float:
 
 def suite(env: dict, extra: list[str]) -> tuple[float, int]:
     t = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-n", "auto", "-q", "-m", "not gpu", "-p", "no:randomly",
+    r = subprocess.run([sys.executable, "-m", "pytest", "suites", "-n", "auto", "--dist", "loadgroup", "-q",
+                        "-m", "not gpu",
                         "--junitxml", str(ROOT / "reports/bench-junit.xml"), *extra], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1800)
     took = time.monotonic() - t

@@ -27,6 +27,11 @@ def get(config) -> dict[str, str]:
     return config._clusterproof_run
 
 
+def worker(config) -> str:
+    """xdist's worker id (gw0, ...), or "main": the suite runs with or without xdist."""
+    return getattr(config, "workerinput", {}).get("workerid", "main")
+
+
 def holder_gone(holder: str) -> bool:
     """True when the run that holds an object was on this machine and its process is gone."""
     host, _, pid = holder.rpartition(":")
