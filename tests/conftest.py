@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,22 @@ def run_suite(pytester: pytest.Pytester, *args: str, testbed: dict | None = None
     if testbed:
         cmd += ["--kubeconfig", testbed["kubeconfig"], "--ssh-key", testbed["ssh_key"]]
     return pytester.run(*cmd, *args, timeout=timeout)
+
+
+def junit_outcomes(junit: Path, checks: dict[str, str], fallback: str = "") -> tuple[dict[str, str], dict[str, str]]:
+    """From a suite run's junit.xml: (check id -> passed|failed|error|skipped|missing, check id -> message).
+
+    `checks` maps a check ID to its test function; a parametrized check takes its worst case.
+    """
+    by_name: dict[str, tuple[str, str]] = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome, message = {"failure": "failed"}.get(tag, tag), (el.get("message") or "") + (el.text or "")
+        name = case.get("name", "").split("[")[0]
+        if by_name.get(name, ("passed",))[0] == "passed":  # a teardown error is reported as a second case
+            by_name[name] = (outcome, message)
+    seen = {cid: by_name.get(fn, ("missing", fallback)) for cid, fn in checks.items()}
+    return {c: o for c, (o, _) in seen.items()}, {c: m for c, (_, m) in seen.items()}

@@ -7,11 +7,10 @@ through the suite's self-test knob CLUSTERPROOF_SELFTEST_HELLO_FAULT).
 from __future__ import annotations
 
 import sys
-import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import ROOT, run_suite, testbed_cli
+from conftest import ROOT, junit_outcomes, run_suite, testbed_cli
 
 pytestmark = pytest.mark.testbed
 
@@ -31,18 +30,7 @@ def outcomes(pytester: pytest.Pytester, testbed: dict, *args: str) -> tuple[dict
     junit = pytester.path / "junit.xml"
     result = run_suite(pytester, SUITE, "-p", "no:randomly", "--junitxml", str(junit), *args, testbed=testbed)
     assert junit.exists(), result.stdout.str()[-3000:] + result.stderr.str()[-3000:]
-    by_name: dict[str, tuple[str, str]] = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        outcome, message = "passed", ""
-        for tag in ("failure", "error", "skipped"):
-            el = case.find(tag)
-            if el is not None:
-                outcome, message = {"failure": "failed"}.get(tag, tag), (el.get("message") or "") + (el.text or "")
-        name = case.get("name", "").split("[")[0]
-        if by_name.get(name, ("passed",))[0] == "passed":  # a teardown error is reported as a second case
-            by_name[name] = (outcome, message)
-    seen = {cid: by_name.get(fn, ("missing", result.stdout.str()[-2000:])) for cid, fn in CHECKS.items()}
-    return {c: o for c, (o, _) in seen.items()}, {c: m for c, (_, m) in seen.items()}
+    return junit_outcomes(junit, CHECKS, result.stdout.str()[-2000:])
 
 
 def test_healthy_testbed_passes_every_app_check(pytester, testbed):

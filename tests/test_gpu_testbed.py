@@ -7,15 +7,12 @@ device-plugin API; the memory checks skip naming the missing CUDA device, and fa
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
-import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import ROOT, run_suite
+from conftest import ROOT, junit_outcomes, run_suite, testbed_cli
 
 pytestmark = pytest.mark.testbed
 
@@ -31,13 +28,6 @@ CHECKS = {
     "GPU-006": "test_two_pods_on_one_gpu_keep_their_own_limits",
 }
 MEMORY = ("GPU-003", "GPU-004", "GPU-005", "GPU-006")
-HOME = os.environ.get("HOME", "/root")   # pytester points HOME at its temp dir; the testbed's cache lives in ours
-
-
-def tb_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m testbed ARGS` with the real HOME (so it finds its build cache while pytester is active)."""
-    return subprocess.run([sys.executable, "-m", "testbed", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False, env={**os.environ, "HOME": HOME})
 
 
 def outcomes(pytester: pytest.Pytester, testbed: dict, *args: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -47,18 +37,7 @@ def outcomes(pytester: pytest.Pytester, testbed: dict, *args: str) -> tuple[dict
                        "--report-dir", str(pytester.path / "reports"), "--gpu-probe-image", PROBE_IMAGE, *args,
                        testbed=testbed)
     assert junit.exists(), result.stdout.str()[-3000:] + result.stderr.str()[-3000:]
-    by_name: dict[str, tuple[str, str]] = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        outcome, message = "passed", ""
-        for tag in ("failure", "error", "skipped"):
-            el = case.find(tag)
-            if el is not None:
-                outcome, message = {"failure": "failed"}.get(tag, tag), (el.get("message") or "") + (el.text or "")
-        name = case.get("name", "").split("[")[0]
-        if by_name.get(name, ("passed",))[0] == "passed":
-            by_name[name] = (outcome, message)
-    seen = {cid: by_name.get(fn, ("missing", result.stdout.str()[-2000:])) for cid, fn in CHECKS.items()}
-    return {c: o for c, (o, _) in seen.items()}, {c: m for c, (_, m) in seen.items()}
+    return junit_outcomes(junit, CHECKS, result.stdout.str()[-2000:])
 
 
 def gpu_allocatable(testbed: dict) -> str | None:
@@ -106,7 +85,7 @@ def test_require_gpu_fails_the_memory_checks(pytester, gpu_testbed):
 
 
 def test_plugin_stopped_fails_the_advertisement_check(pytester, gpu_testbed):
-    inject = tb_cli("fault", "inject", "gpu-plugin-stop", timeout=120)
+    inject = testbed_cli("fault", "inject", "gpu-plugin-stop", timeout=120)
     try:
         assert inject.returncode == 0, inject.stderr
         # the kubelet marks the plugin's devices unhealthy at once and reports it with its next status update
@@ -114,7 +93,7 @@ def test_plugin_stopped_fails_the_advertisement_check(pytester, gpu_testbed):
         assert seen == "0", f"allocatable nvidia.com/gpu on {NODE} stayed {seen} with the plugin stopped"
         got, messages = outcomes(pytester, gpu_testbed, "-k", "advertised")
     finally:
-        heal = tb_cli("fault", "heal", "gpu-plugin-stop", timeout=120)
+        heal = testbed_cli("fault", "heal", "gpu-plugin-stop", timeout=120)
         back = wait_allocatable(gpu_testbed, lambda v: v not in (None, "0"))
     assert heal.returncode == 0, heal.stderr
     assert back not in (None, "0"), f"the plugin did not come back after heal (allocatable {back})"
