@@ -24,7 +24,8 @@ def testbed_env() -> tuple[dict, dict]:
                                    capture_output=True, text=True, timeout=60).stdout or "{}")
     if not st.get("healthy"):
         sys.exit("the testbed is not healthy: run python -m testbed up")
-    return st, dict(os.environ, KUBECONFIG=st["kubeconfig"], CLUSTERPROOF_SSH_KEY=st["ssh_key"])
+    return st, dict(os.environ, KUBECONFIG=st["kubeconfig"], CLUSTERPROOF_SSH_KEY=st["ssh_key"],
+                    CLUSTERPROOF_GPU_PROBE_IMAGE="localhost/clusterproof/probe:1")  # as `testbed env` says
 
 
 def bare_rollout(st: dict, env: dict) -> float:
