@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "fixtures.options",
+    "fixtures.catalog",
     "fixtures.cluster",
     "fixtures.namespaces",
     "fixtures.hosts",

@@ -1,48 +1,40 @@
-"""What every check reports: an ID, a MUST sentence, expected vs observed, a fix, evidence.
+"""How a check reports: it applies a Verdict (clusterproof.verdict) to the running test.
 
-Checks call `require(...)`/`fail(...)` instead of a bare assert, so the failure message has
-one shape everywhere and the structured fields reach the reports (via user_properties).
+`apply` is the one exit of a check: a pass or warn returns, a skip skips, a fail raises
+CheckFailed (an AssertionError, so pytest reports a failure), an error raises CheckError.
+The verdict and the evidence travel to the reports in the test report's user_properties
+under the keys below, so they survive pytest-xdist's wire.
 """
 from __future__ import annotations
 
 import contextvars
 import json
-from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
 import pytest
 
+from .verdict import Status, Verdict
+
 _current_item: contextvars.ContextVar[Any] = contextvars.ContextVar("clusterproof_item", default=None)
-MAX_ROWS = 10
-
-
-@dataclass
-class Finding:
-    """One failed expectation on one object."""
-
-    subject: str
-    expected: str
-    observed: str
-    fix: str
-    rows: list[str] = field(default_factory=list)
-
-    def message(self) -> str:
-        text = f"{self.subject}: expected {self.expected}, observed {self.observed}; fix: {self.fix}"
-        if self.rows:
-            shown = self.rows[:MAX_ROWS]
-            more = len(self.rows) - len(shown)
-            text += "\n" + "\n".join(f"  - {r}" for r in shown)
-            if more:
-                text += f"\n  ... and {more} more (full list in the report)"
-        return text
+VERDICT_KEY = "clusterproof.verdict"
+EVIDENCE_KEY = "clusterproof.evidence"
+EVIDENCE_LIMIT = 20000
 
 
 class CheckFailed(AssertionError):
     """A check's verdict is FAIL; str() is the one-paragraph explanation."""
 
-    def __init__(self, finding: Finding):
-        super().__init__(finding.message())
-        self.finding = finding
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+
+class CheckError(Exception):
+    """A check could not reach a verdict (an API error, a probe that did not run): never a pass."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.message)
+        self.verdict = verdict
 
 
 def set_current_item(item: Any) -> None:
@@ -62,19 +54,38 @@ def evidence(source: str, output: Any) -> None:
         return
     if not isinstance(output, str):
         output = json.dumps(output, indent=1, default=str, sort_keys=True)
-    if len(output) > 20000:
-        output = output[:20000] + "\n... (cut)"
-    props.append(("evidence", {"source": source, "output": output}))
+    if len(output) > EVIDENCE_LIMIT:
+        output = output[:EVIDENCE_LIMIT] + "\n... (cut)"
+    props.append((EVIDENCE_KEY, {"source": source, "output": output}))
+
+
+def record(verdict: Verdict) -> None:
+    """Keep a verdict with the running check (for the reports) without acting on it."""
+    props = _props()
+    if props is not None:
+        props.append((VERDICT_KEY, verdict.to_dict()))
+    for ev in verdict.evidence:
+        evidence(ev.source, ev.output)
+
+
+def apply(verdict: Verdict) -> Verdict:
+    """Act on a rule's verdict: return on pass/warn, skip, or raise CheckFailed/CheckError."""
+    __tracebackhide__ = True
+    record(verdict)
+    if verdict.status == Status.SKIP:
+        pytest.skip(verdict.reason or verdict.message)
+    if verdict.status == Status.FAIL:
+        raise CheckFailed(verdict)
+    if verdict.status == Status.ERROR:
+        raise CheckError(verdict)
+    return verdict
 
 
 def fail(subject: str, expected: Any, observed: Any, fix: str, rows: list[str] | None = None) -> NoReturn:
     """Fail the running check with expected vs observed and the fix."""
     __tracebackhide__ = True
-    finding = Finding(str(subject), str(expected), str(observed), fix, list(rows or []))
-    props = _props()
-    if props is not None:
-        props.append(("finding", asdict(finding)))
-    raise CheckFailed(finding)
+    apply(Verdict.failed(subject, expected, observed, fix, rows or ()))
+    raise AssertionError("unreachable")  # apply raised; this keeps NoReturn honest for type checkers
 
 
 def require(ok: bool, subject: str, expected: Any, observed: Any, fix: str, rows: list[str] | None = None) -> None:
@@ -84,10 +95,11 @@ def require(ok: bool, subject: str, expected: Any, observed: Any, fix: str, rows
         fail(subject, expected, observed, fix, rows)
 
 
-def skip(reason: str) -> NoReturn:
-    """Skip the running check; the reason should say how to enable it."""
+def skip(reason: str, blames: str | None = None) -> NoReturn:
+    """Skip the running check; the reason says how to enable it, `blames` the check that owns the finding."""
     __tracebackhide__ = True
-    pytest.skip(reason)
+    apply(Verdict.skipped(reason, blames=blames))
+    raise AssertionError("unreachable")
 
 
 def check_id(item: Any) -> str | None:
@@ -97,6 +109,8 @@ def check_id(item: Any) -> str | None:
 
 
 def must(item: Any) -> str:
-    """First line of the check's docstring: the MUST sentence."""
-    doc = getattr(getattr(item, "function", None), "__doc__", None) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The check's MUST sentence, from the catalog."""
+    from . import catalog
+
+    entry = catalog.CATALOG.get(check_id(item) or "")
+    return entry.must if entry else ""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import timeouts
+from .verdict import Status, Verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests" / "rbac"
@@ -54,10 +55,11 @@ class Forbidden:
     def message(self) -> str:
         return f"forbidden: {self.verb} {self.resource} in {self.where} for {self.user}; grant it in {self.manifest}"
 
-    def finding(self) -> dict:
-        return {"subject": f"permission {self.verb} {self.resource} in {self.where}",
-                "expected": f"{self.user} may {self.verb} {self.resource}",
-                "observed": "403 Forbidden", "fix": f"grant it in {self.manifest}", "rows": []}
+    def verdict(self) -> Verdict:
+        """An ERROR (the check could not look), explained as a missing grant."""
+        return Verdict(Status.ERROR, f"permission {self.verb} {self.resource} in {self.where}",
+                       f"{self.user} may {self.verb} {self.resource}", "403 Forbidden",
+                       f"grant it in {self.manifest}", reason=self.message())
 
 
 def explain(exc: BaseException) -> Forbidden | None:

@@ -1,8 +1,9 @@
-"""The sign-off results document (summary.json), its digest, the comparison and the HTML header.
+"""The sign-off reports rendered from the typed result tree: summary.json's digest, the comparison,
+the HTML header and per-check blocks, and junit.xml.
 
-Pure functions, no pytest: the reporting plugin builds the document with them and
-`python -m clusterproof.verify` re-derives digest and HTML from the same functions, so a
-hand-edited summary.json or report.html no longer matches what these functions produce.
+Pure functions, no pytest: the reporting plugin renders with them and `python -m clusterproof.verify`
+re-renders from summary.json's tree with the same functions, so a hand-edited summary.json or
+report.html no longer matches what these functions produce.
 """
 from __future__ import annotations
 
@@ -10,74 +11,14 @@ import hashlib
 import html
 import json
 from typing import Any
+from xml.etree import ElementTree as ET
 
-SCHEMA = "clusterproof.summary/1"
-AREAS = ["host", "runtime", "nodes", "network", "pods", "apps", "gpu"]
-BAD = ("failed", "error")
-GOOD = ("passed", "xfailed")
+from .results import BAD, GOOD, SCHEMA, CheckResult, Outcome, RunResult, TargetResult, area_order, label
+
+__all__ = ["SCHEMA", "BAD", "GOOD", "CSS", "canonical", "digest", "seal", "is_sealed", "compare", "render_header",
+           "render_check", "render_junit", "embed", "e", "area_order"]
 DIGEST_NOTE = ("sha256 over the UTF-8 JSON of this document without its 'digest' field, "
                "keys sorted, separators ',' and ':' (python -m clusterproof.verify recomputes it)")
-
-
-# ---------------------------------------------------------------- outcomes
-
-def combine(phases: dict[str, str]) -> str:
-    """One outcome for a check from its phases' outcomes (setup/call/teardown -> passed|failed|skipped|x...)."""
-    setup, call, teardown = phases.get("setup"), phases.get("call"), phases.get("teardown")
-    if setup == "failed":
-        return "error"
-    if setup in ("skipped", "xfailed"):
-        outcome = setup
-    else:
-        outcome = call or setup or "error"
-    if teardown == "failed" and outcome not in BAD:
-        return "error"
-    return outcome
-
-
-def verdict(checks: list[dict], exitstatus: int | None, collect_errors: int = 0) -> tuple[str, str]:
-    """(PASS|FAIL|INCOMPLETE, why). PASS only when no check failed or errored and the run completed."""
-    bad = [c for c in checks if c["outcome"] in BAD]
-    if bad or collect_errors:
-        n = len(bad) + collect_errors
-        return "FAIL", f"{n} check{'s' if n != 1 else ''} failed or errored"
-    if exitstatus not in (0, 1, None):
-        return "INCOMPLETE", f"the run ended early (pytest exit status {exitstatus})"
-    if not any(c["outcome"] in GOOD for c in checks):
-        return "INCOMPLETE", "no check ran to a verdict"
-    skipped = sum(c["outcome"] == "skipped" for c in checks)
-    return "PASS", "no check failed" + (f" ({skipped} skipped, listed below)" if skipped else "")
-
-
-def totals(checks: list[dict]) -> dict[str, int]:
-    out = {k: 0 for k in ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
-    for c in checks:
-        out[c["outcome"]] = out.get(c["outcome"], 0) + 1
-    return out
-
-
-def areas(checks: list[dict]) -> dict[str, dict[str, Any]]:
-    """Per area: counts and a verdict (PASS/FAIL/SKIPPED/NOT RUN); known areas first, others after."""
-    names = area_order(set(AREAS) | {c["area"] for c in checks})
-    out = {}
-    for name in names:
-        mine = [c for c in checks if c["area"] == name]
-        t = totals(mine)
-        if not mine:
-            v = "NOT RUN"
-        elif t["failed"] or t["error"]:
-            v = "FAIL"
-        elif t["passed"] or t["xfailed"]:
-            v = "PASS"
-        else:
-            v = "SKIPPED"
-        out[name] = {"verdict": v, "total": len(mine), **t}
-    return out
-
-
-def area_order(names) -> list[str]:
-    """Known areas in the suite's order, then any others alphabetically (JSON round trips sort keys)."""
-    return [a for a in AREAS if a in names] + sorted(set(names) - set(AREAS))
 
 
 # ---------------------------------------------------------------- digest
@@ -104,29 +45,25 @@ def is_sealed(doc: dict) -> bool:
 
 # ---------------------------------------------------------------- compare
 
-def label(c: dict) -> str:
-    ident = c.get("id") or c["nodeid"]
-    return f"{ident} [{c['target']}]" if c.get("target") else ident
-
-
-def compare(previous: dict, doc: dict) -> dict[str, Any]:
+def compare(previous: dict, run: RunResult) -> dict[str, Any]:
     """Newly failing, fixed, still failing (and failing before but not run now), keyed by test node id."""
     prev = {c["nodeid"]: c for c in previous.get("checks", [])}
-    now = {c["nodeid"]: c for c in doc.get("checks", [])}
+    now = {t.nodeid: (c, t) for c, t in run.leaves()}
+    bad, good = [str(o) for o in BAD], [str(o) for o in GOOD]
 
-    def entry(c: dict, before: dict | None) -> dict:
-        return {"nodeid": c["nodeid"], "id": c.get("id"), "target": c.get("target"), "label": label(c),
-                "now": now[c["nodeid"]]["outcome"] if c["nodeid"] in now else "absent",
+    def entry(check_id: str | None, nodeid: str, target: str | None, before: dict | None) -> dict:
+        return {"nodeid": nodeid, "id": check_id, "target": target, "label": label(check_id, nodeid, target),
+                "now": str(now[nodeid][1].outcome) if nodeid in now else "absent",
                 "before": before["outcome"] if before else "absent"}
 
-    newly = [entry(c, prev.get(k)) for k, c in sorted(now.items())
-             if c["outcome"] in BAD and (k not in prev or prev[k]["outcome"] not in BAD)]
-    still = [entry(c, prev[k]) for k, c in sorted(now.items()) if c["outcome"] in BAD and k in prev
-             and prev[k]["outcome"] in BAD]
-    fixed = [entry(now[k], c) for k, c in sorted(prev.items()) if c["outcome"] in BAD and k in now
-             and now[k]["outcome"] in GOOD]
-    gone = [entry(c, c) for k, c in sorted(prev.items()) if c["outcome"] in BAD and
-            (k not in now or now[k]["outcome"] not in BAD + GOOD)]
+    newly = [entry(c.id, k, t.target, prev.get(k)) for k, (c, t) in sorted(now.items())
+             if t.outcome in BAD and (k not in prev or prev[k]["outcome"] not in bad)]
+    still = [entry(c.id, k, t.target, prev[k]) for k, (c, t) in sorted(now.items()) if t.outcome in BAD
+             and k in prev and prev[k]["outcome"] in bad]
+    fixed = [entry(p.get("id"), k, p.get("target"), p) for k, p in sorted(prev.items()) if p["outcome"] in bad
+             and k in now and now[k][1].outcome in GOOD]
+    gone = [entry(p.get("id"), k, p.get("target"), p) for k, p in sorted(prev.items()) if p["outcome"] in bad
+            and (k not in now or str(now[k][1].outcome) not in bad + good)]
     return {
         "previous": {"run": previous.get("run"), "started": previous.get("started"),
                      "verdict": previous.get("verdict"), "digest_valid": is_sealed(previous)},
@@ -176,7 +113,8 @@ body>h1{order:-3}body>p:first-of-type{order:-2}body>.summary{order:-1}
  margin:4px 0 10px;background:#fafbfc;white-space:normal}
 .cp-check.failed,.cp-check.error{border-left-color:#c62828;background:#fff7f7}
 .cp-check.passed{border-left-color:#2e8b57}
-.cp-check.skipped{border-left-color:#d99a00}
+.cp-check.skipped,.cp-check.warned{border-left-color:#d99a00}
+.cp-WARN{background:#fff6e0;border-color:#d99a00;color:#6d4d00}
 .cp-check .must{font-style:italic;color:#39424e;margin-bottom:4px}
 .cp-check .fix{background:#fff3cd;padding:3px 6px;border-radius:4px}
 .cp-check details{margin:6px 0 0}
@@ -190,60 +128,75 @@ body,#results-table,.filters button,.collapse button{color:#3a434e}
 .cp-check,.cp-check dd{color:#1d232b}
 """
 
-
 def _badge(v: str) -> str:
     return f'<span class="cp-badge cp-{e(v.replace(" ", ""))}">{e(v)}</span>'
 
 
-def render_header(doc: dict) -> str:
-    """The sign-off block at the top of report.html: verdict, fingerprint, areas, failures, comparison."""
-    v, fp = doc["verdict"], doc.get("fingerprint") or {}
-    t = doc["totals"]
-    parts = [f'<div class="cp" id="clusterproof-header" data-digest="{e(doc["digest"]["value"])}">']
+def render_header(run: RunResult, digest_value: str) -> str:
+    """The sign-off block at the top of report.html: verdict, areas, failures, warnings, skips, comparison,
+    fingerprint."""
+    v, why = run.verdict()
+    fp = run.fingerprint or {}
+    t = _counts(run.targets)
+    parts = [f'<div class="cp" id="clusterproof-header" data-digest="{e(digest_value)}">']
     parts.append(
         f'<div class="cp-verdict cp-{e(v)}" id="cp-verdict" data-verdict="{e(v)}">'
-        f'<div class="big">SIGN-OFF: {e(v)}</div><div><div class="why">{e(doc["verdict_reason"])} &mdash; '
-        f'{t["passed"]} passed, {t["failed"]} failed, {t["error"]} errors, {t["skipped"]} skipped</div>'
+        f'<div class="big">SIGN-OFF: {e(v)}</div><div><div class="why">{e(why)} &mdash; '
+        f'{t["passed"]} passed, {t["warned"]} warned, {t["failed"]} failed, {t["error"]} errors, '
+        f'{t["skipped"]} skipped</div>'
         f'<div class="who">{e(_identity(fp))}</div>'
-        f'<div class="digest">SHA-256 <code id="cp-digest">{e(doc["digest"]["value"])}</code> '
+        f'<div class="digest">SHA-256 <code id="cp-digest">{e(digest_value)}</code> '
         f'(verify: <code>python -m clusterproof.verify summary.json report.html</code>)</div></div></div>')
 
     parts.append('<h3>Results by area</h3><div class="cp-areas" id="cp-areas">')
-    for name in area_order(doc["areas"]):
-        a = doc["areas"][name]
-        counts = (f'{a["passed"]} passed · {a["failed"] + a["error"]} failed · {a["skipped"]} skipped'
-                  if a["total"] else "no checks selected")
-        parts.append(f'<div class="cp-area cp-{e(a["verdict"].replace(" ", ""))}" data-area="{e(name)}">'
-                     f'<div class="name">{e(name)}</div><div class="state">{e(a["verdict"])}</div>'
+    from . import catalog
+
+    for name in area_order(set(catalog.AREAS) | {a.name for a in run.areas}):
+        a = run.area(name)
+        c = a.counts()
+        counts = (f'{c["passed"] + c["warned"]} passed · {c["failed"] + c["error"]} failed · {c["skipped"]} skipped'
+                  if a.targets else "no checks selected")
+        parts.append(f'<div class="cp-area cp-{e(a.verdict.replace(" ", ""))}" data-area="{e(name)}">'
+                     f'<div class="name">{e(name)}</div><div class="state">{e(a.verdict)}</div>'
                      f'<div class="counts">{e(counts)}</div></div>')
     parts.append("</div>")
 
-    bad = [c for c in doc["checks"] if c["outcome"] in BAD]
-    if bad:
-        parts.append('<h3>What failed</h3><table id="cp-failures"><colgroup><col class="c1"><col class="c2">'
+    for outcomes, title, ident in ((BAD, "What failed", "cp-failures"), ((Outcome.WARNED,), "Warnings", "cp-warnings")):
+        rows = [(c, x) for c, x in run.leaves() if x.outcome in outcomes]
+        if not rows:
+            continue
+        parts.append(f'<h3>{title}</h3><table id="{ident}"><colgroup><col class="c1"><col class="c2">'
                      '<col class="c3"><col><col><col></colgroup><tr><th>Check</th><th>Area</th><th>Node / host'
                      '</th><th>Expected</th><th>Observed</th><th>Fix</th></tr>')
-        for c in bad:
-            f = c.get("finding") or {}
-            observed = f.get("observed") or c.get("message") or c["outcome"]
-            parts.append(f'<tr><td><b>{e(c.get("id") or "-")}</b><br><span class="cp-muted">{e(c["nodeid"])}'
-                         f'</span></td><td>{e(c["area"])}</td><td>{e(c.get("target") or f.get("subject") or "-")}</td>'
-                         f'<td>{e(f.get("expected", "-"))}</td><td>{e(observed)}</td><td>{e(f.get("fix", "-"))}</td>'
-                         "</tr>")
+        for c, x in rows:
+            vd = x.verdict
+            observed = (vd.observed if vd and vd.observed else "") or x.message or str(x.outcome)
+            parts.append(f'<tr><td><b>{e(c.id or "-")}</b><br><span class="cp-muted">{e(x.nodeid)}'
+                         f'</span></td><td>{e(c.area)}</td><td>{e(x.target or (vd.subject if vd else "") or "-")}'
+                         f'</td><td>{e(vd.expected if vd else "-")}</td><td>{e(observed)}</td>'
+                         f'<td>{e(vd.fix if vd else "-")}</td></tr>')
         parts.append("</table>")
-    skipped = [c for c in doc["checks"] if c["outcome"] == "skipped"]
+    skipped = [(c, x) for c, x in run.leaves() if x.outcome == Outcome.SKIPPED]
     if skipped:
         parts.append('<h3>Skipped (not part of the sign-off)</h3><ul class="cp-list" id="cp-skipped">')
-        for c in skipped:
-            parts.append(f'<li><b>{e(label(c))}</b> &mdash; {e(c.get("message") or "skipped")}</li>')
+        for c, x in skipped:
+            parts.append(f'<li><b>{e(label(c.id, x.nodeid, x.target))}</b> &mdash; {e(x.message or "skipped")}</li>')
         parts.append("</ul>")
-
-    if doc.get("compare"):
-        parts.append(render_compare(doc["compare"]))
-
-    parts.append(render_fingerprint(fp, doc))
+    if run.notes:
+        parts.append('<h3>Why the run is incomplete</h3><ul class="cp-list" id="cp-notes">'
+                     + "".join(f"<li>{e(n)}</li>" for n in run.notes) + "</ul>")
+    if run.compare:
+        parts.append(render_compare(run.compare))
+    parts.append(render_fingerprint(fp, run))
     parts.append("</div>")
     return "".join(parts)
+
+
+def _counts(targets: list[TargetResult]) -> dict[str, int]:
+    out = {str(o): 0 for o in Outcome}
+    for t in targets:
+        out[str(t.outcome)] += 1
+    return out
 
 
 def _identity(fp: dict) -> str:
@@ -272,11 +225,11 @@ def render_compare(cmp: dict) -> str:
     return "".join(out)
 
 
-def render_fingerprint(fp: dict, doc: dict) -> str:
+def render_fingerprint(fp: dict, run: RunResult) -> str:
     rows = [("API server", fp.get("server") or "-"), ("Server version", fp.get("server_version") or "-"),
             ("Context", fp.get("context") or "-"), ("CNI", fp.get("cni") or "not detected"),
-            ("Suite", f'clusterproof {doc.get("suite_version")}'), ("Run", doc.get("run") or "-"),
-            ("Started", doc.get("started")), ("Finished", doc.get("finished"))]
+            ("Suite", f"clusterproof {run.suite_version}"), ("Run", run.run or "-"),
+            ("Started", run.started), ("Finished", run.finished)]
     out = ['<h3>Cluster fingerprint</h3>']
     if fp.get("error"):
         out.append(f'<p class="cp-FAIL" style="padding:6px 10px;border:1px solid;border-radius:6px" id="cp-nocluster">'
@@ -298,25 +251,26 @@ def render_fingerprint(fp: dict, doc: dict) -> str:
     return "".join(out)
 
 
-def render_check(c: dict) -> str:
+def render_check(check: CheckResult, t: TargetResult) -> str:
     """The per-check block shown above the log: ID, target, expected vs observed, fix, evidence folded."""
-    f = c.get("finding") or {}
-    out = [f'<div class="cp-check {e(c["outcome"])}" data-check="{e(c.get("id") or c["nodeid"])}">',
-           (f'<div><b>{e(c.get("id") or "(no check ID)")}</b> {_badge(c["outcome"].upper())} '
-           f'<span class="cp-muted">area {e(c["area"])} · node/host {e(c.get("target") or "cluster")}</span></div>')]
-    if c.get("must"):
-        out.append(f'<div class="must">{e(c["must"])}</div>')
-    if f:
-        out.append(f'<dl class="cp-grid"><dt>Subject</dt><dd>{e(f.get("subject"))}</dd>'
-                   f'<dt>Expected</dt><dd>{e(f.get("expected"))}</dd><dt>Observed</dt><dd>{e(f.get("observed"))}</dd>'
-                   f'<dt>Remediation</dt><dd><span class="fix">{e(f.get("fix"))}</span></dd></dl>')
-        if f.get("rows"):
-            out.append("<ul>" + "".join(f"<li>{e(r)}</li>" for r in f["rows"]) + "</ul>")
-    elif c.get("message") and c["outcome"] != "passed":
-        out.append(f'<div>{e(c["message"])}</div>')
-    for i, ev in enumerate(c.get("evidence") or []):
-        out.append(f'<details class="cp-evidence"><summary>Evidence {i + 1}: {e(ev.get("source"))}</summary>'
-                   f'<pre>{e(ev.get("output"))}</pre></details>')
+    vd = t.verdict
+    out = [f'<div class="cp-check {e(t.outcome)}" data-check="{e(check.id or t.nodeid)}">',
+           (f'<div><b>{e(check.id or "(no check ID)")}</b> {_badge(str(t.outcome).upper())} '
+            f'<span class="cp-muted">area {e(check.area)} · node/host {e(t.target or "cluster")}'
+            + (f" · severity {e(check.severity)}" if check.severity != "FAIL" else "") + "</span></div>")]
+    if check.must:
+        out.append(f'<div class="must">{e(check.must)}</div>')
+    if vd is not None and vd.status in ("fail", "warn", "error") and (vd.expected or vd.observed):
+        out.append(f'<dl class="cp-grid"><dt>Subject</dt><dd>{e(vd.subject)}</dd>'
+                   f'<dt>Expected</dt><dd>{e(vd.expected)}</dd><dt>Observed</dt><dd>{e(vd.observed)}</dd>'
+                   f'<dt>Remediation</dt><dd><span class="fix">{e(vd.fix)}</span></dd></dl>')
+        if vd.rows:
+            out.append("<ul>" + "".join(f"<li>{e(r)}</li>" for r in vd.rows) + "</ul>")
+    elif t.message and t.outcome != Outcome.PASSED:
+        out.append(f'<div>{e(t.message)}</div>')
+    for i, ev in enumerate(t.evidence):
+        out.append(f'<details class="cp-evidence"><summary>Evidence {i + 1}: {e(ev.source)}</summary>'
+                   f'<pre>{e(ev.output)}</pre></details>')
     out.append("</div>")
     return "".join(out)
 
@@ -325,3 +279,36 @@ def embed(doc: dict) -> str:
     """The results document inside the HTML (inert JSON, `</` escaped) for verification."""
     text = json.dumps(doc, sort_keys=True, ensure_ascii=False).replace("</", "<\\/")
     return f'<script type="application/json" id="clusterproof-results">{text}</script>'
+
+
+# ---------------------------------------------------------------- JUnit
+
+def render_junit(run: RunResult, digest_value: str = "") -> str:
+    """junit.xml: one testsuite per area, one testcase per target (classname = check ID, name = test node id).
+
+    A warned check is a passing testcase with a <system-out> note (CI should not go red on a WARN);
+    failures carry expected/observed/fix as the message and the rows as text."""
+    suites = ET.Element("testsuites", name="clusterproof", verdict=run.verdict()[0])
+    if digest_value:
+        suites.set("digest", digest_value)
+    for a in run.areas:
+        c = a.counts()
+        suite = ET.SubElement(suites, "testsuite", name=a.name, tests=str(len(a.targets)),
+                              failures=str(c["failed"]), errors=str(c["error"]), skipped=str(c["skipped"]),
+                              time=f"{sum(t.duration for t in a.targets):.3f}")
+        for check in a.checks:
+            for t in check.targets:
+                case = ET.SubElement(suite, "testcase", classname=check.id or a.name, name=t.nodeid,
+                                     time=f"{t.duration:.3f}")
+                vd = t.verdict
+                text = vd.message if vd is not None and vd.status != "pass" else t.message
+                if t.outcome == Outcome.FAILED:
+                    ET.SubElement(case, "failure", message=text.splitlines()[0] if text else "failed").text = text
+                elif t.outcome == Outcome.ERROR:
+                    ET.SubElement(case, "error", message=text.splitlines()[0] if text else "error").text = text
+                elif t.outcome == Outcome.SKIPPED:
+                    ET.SubElement(case, "skipped", message=text or "skipped")
+                elif t.outcome == Outcome.WARNED:
+                    ET.SubElement(case, "system-out").text = f"WARN: {text}"
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from . import report
+from .results import RunResult
 
 EXIT_VALID, EXIT_ALTERED, EXIT_UNREADABLE = 0, 1, 2
 _EMBED = re.compile(r'<script type="application/json" id="clusterproof-results">(.*?)</script>', re.DOTALL)
@@ -38,7 +39,7 @@ def check_summary(text: str) -> tuple[dict, list[str]]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Unreadable(f"not JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(doc, dict) or doc.get("schema") != report.SCHEMA:
+    if not isinstance(doc, dict) or doc.get("schema") != report.SCHEMA or not isinstance(doc.get("checks"), list):
         raise Unreadable(f"not a clusterproof summary (schema {report.SCHEMA} expected)")
     problems = []
     stated = (doc.get("digest") or {}).get("value")
@@ -53,7 +54,11 @@ def check_html(text: str) -> tuple[dict, list[str]]:
     if not m:
         raise Unreadable("no clusterproof results embedded (not a clusterproof report.html)")
     doc, problems = check_summary(m.group(1))
-    if report.render_header(doc) not in text:
+    try:
+        run = RunResult.from_doc(doc)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise Unreadable(f"the embedded results are not a clusterproof result tree ({exc})") from None
+    if report.render_header(run, (doc.get("digest") or {}).get("value", "")) not in text:
         problems.append("the sign-off header (verdict, areas, failures, fingerprint) differs from the results")
     blob = _BLOB.search(text)
     if not blob:
@@ -64,20 +69,21 @@ def check_html(text: str) -> tuple[dict, list[str]]:
     except (json.JSONDecodeError, AttributeError):
         problems.append("the results table data is not readable")
         return doc, problems
-    for c in doc.get("checks", []):
-        if "collect" in c.get("phases", {}):
+    bad = {str(o) for o in report.BAD}
+    for check, t in run.leaves():
+        if "collect" in t.phases:
             continue
-        rows = table.get(c["nodeid"]) or []
+        rows = table.get(t.nodeid) or []
         shown = {_HTML_RESULT.get(r.get("result"), r.get("result")) for r in rows}
-        bad_shown = bool(shown & set(report.BAD))
+        # pytest-html knows no WARN: a warned check is a passed row there.
+        outcome = "passed" if t.outcome == "warned" else str(t.outcome)
         if not rows:
-            problems.append(f"{c['nodeid']}: missing from the results table")
-        elif bad_shown != (c["outcome"] in report.BAD) or (
-                c["outcome"] not in report.BAD and c["outcome"] not in shown):
-            problems.append(f"{c['nodeid']}: table shows {sorted(shown)}, results say {c['outcome']}")
-        block = report.render_check(c)
+            problems.append(f"{t.nodeid}: missing from the results table")
+        elif bool(shown & bad) != (outcome in bad) or (outcome not in bad and outcome not in shown):
+            problems.append(f"{t.nodeid}: table shows {sorted(shown)}, results say {t.outcome}")
+        block = report.render_check(check, t)
         if not any(block in (x.get("content") or "") for r in rows for x in r.get("extras", [])):
-            problems.append(f"{c['nodeid']}: its check block (expected vs observed, evidence) was changed")
+            problems.append(f"{t.nodeid}: its check block (expected vs observed, evidence) was changed")
     return doc, problems
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from clusterproof import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Planted secrets: none of these may appear in any report file or in the terminal output.
@@ -193,7 +195,7 @@ def by_id(doc: dict) -> dict[str, list[dict]]:
 
 def assert_valid_files(folder: Path) -> tuple[dict, ET.Element, str]:
     doc = json.loads((folder / "summary.json").read_text())
-    assert doc["schema"] == "clusterproof.summary/1"
+    assert doc["schema"] == "clusterproof.summary/2"
     junit = ET.parse(folder / "junit.xml").getroot()
     html = (folder / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html>")
@@ -209,7 +211,9 @@ def test_three_files_are_written_and_valid(suite: pytest.Pytester) -> None:
     result = run(suite)
     result.assert_outcomes(passed=5, failed=1, skipped=1, errors=1)
     doc, junit, html = assert_valid_files(suite.path / "reports")
-    assert int(junit.find("testsuite").get("tests")) == 8 if junit.tag == "testsuites" else True
+    assert junit.tag == "testsuites" and junit.get("verdict") == "FAIL"
+    assert sum(int(x.get("tests")) for x in junit.iter("testsuite")) == 8
+    assert {x.get("name") for x in junit.iter("testsuite")} == {"host", "nodes", "network", "pods", "gpu"}
     cases = junit.iter("testcase")
     assert len(list(cases)) == 8
     assert 'id="clusterproof-header"' in html
@@ -228,8 +232,8 @@ def test_summary_per_area_and_per_check(suite: pytest.Pytester) -> None:
     run(suite)
     doc = load_summary(suite)
     areas = doc["areas"]
-    assert areas["host"] == {"verdict": "PASS", "total": 3, "passed": 3, "failed": 0, "error": 0, "skipped": 0,
-                             "xfailed": 0, "xpassed": 0}
+    assert areas["host"] == {"verdict": "PASS", "total": 3, "passed": 3, "warned": 0, "failed": 0, "error": 0,
+                             "skipped": 0, "xfailed": 0, "xpassed": 0, "checks": ["HOST-001", "HOST-002"]}
     assert areas["nodes"]["verdict"] == "FAIL"
     assert areas["nodes"]["failed"] == 1
     assert areas["pods"]["verdict"] == "FAIL"
@@ -244,12 +248,12 @@ def test_summary_per_area_and_per_check(suite: pytest.Pytester) -> None:
     host1 = checks["HOST-001"]
     assert [c["target"] for c in host1] == ["ssh://node-1", "ssh://node-2"]
     assert host1[0]["evidence"] == [{"source": "ssh://node-1: cat /proc/sys/net/ipv4/ip_forward", "output": "1\n"}]
-    assert host1[0]["must"] == "net.ipv4.ip_forward MUST be 1 on every node."
+    assert host1[0]["must"] == catalog.get("HOST-001").must   # the catalog's, not the test's docstring
     node = checks["NODE-001"][0]
     assert node["outcome"] == "failed"
     assert node["area"] == "nodes"
-    assert node["finding"]["expected"] == "Ready=True"
-    assert node["finding"]["fix"].startswith("check the kubelet")
+    assert node["verdict"]["expected"] == "Ready=True"
+    assert node["verdict"]["fix"].startswith("check the kubelet")
     assert isinstance(node["duration"], float)
     gpu = checks["GPU-001"][0]
     assert gpu["outcome"] == "skipped"
@@ -263,8 +267,9 @@ def test_forbidden_check_says_which_permission(suite: pytest.Pytester) -> None:
     result = run(suite)
     pod = by_id(load_summary(suite))["POD-001"][0]
     assert pod["outcome"] == "error"
-    assert pod["finding"]["subject"] == "permission create pods/exec in cp-pods-1"
-    assert pod["finding"]["fix"] == "grant it in manifests/rbac/clusterrole.yaml"
+    assert pod["verdict"]["status"] == "error"
+    assert pod["verdict"]["subject"] == "permission create pods/exec in cp-pods-1"
+    assert pod["verdict"]["fix"] == "grant it in manifests/rbac/clusterrole.yaml"
     result.stdout.fnmatch_lines([f"*{FORBIDDEN_MSG}*"])
 
 
@@ -378,7 +383,7 @@ def test_works_under_xdist(suite: pytest.Pytester) -> None:
     ids = by_id(doc)
     assert set(ids) == {"HOST-001", "HOST-002", "DNS-001", "CNI-001", "NODE-001", "POD-001", "GPU-001"}
     assert ids["HOST-002"][0]["evidence"][0]["source"] == "cat /proc/swaps"
-    assert ids["NODE-001"][0]["finding"]["observed"].startswith("Ready=False")
+    assert ids["NODE-001"][0]["verdict"]["observed"].startswith("Ready=False")
     assert doc["areas"]["host"]["passed"] == 3
     assert doc["verdict"] == "FAIL"
     texts = [html, (suite.path / "reports" / "junit.xml").read_text(), json.dumps(doc),

@@ -162,9 +162,9 @@ def test_whole_suite_passes_under_the_least_privilege_identity(testbed: dict, sa
                        f"--report-dir={pytester.path / 'reports'}", "-n", "2",
                        "--gpu-probe-image=localhost/clusterproof/probe:1")  # the testbed's images only
     doc = json.loads((pytester.path / "reports" / "summary.json").read_text())
-    denied = [f"{c['nodeid']}: {c['finding']}" for c in doc["checks"] if "forbidden:" in json.dumps(c)]
+    denied = [f"{c['nodeid']}: {c['verdict']}" for c in doc["checks"] if "forbidden:" in json.dumps(c)]
     assert denied == []
-    bad = [f"{c['nodeid']}: {c['finding'] or c['message']}" for c in doc["checks"]
+    bad = [f"{c['nodeid']}: {c['verdict'] or c['message']}" for c in doc["checks"]
            if c["outcome"] in ("failed", "error")]
     assert bad == [] and doc["verdict"] == "PASS", "\n".join(result.outlines[-40:])
     assert doc["fingerprint"]["context"] == "clusterproof"

@@ -1,0 +1,248 @@
+"""The typed result tree: run -> area -> check -> target, and the sign-off derived from it alone.
+
+The reporting plugin fills the tree from pytest's reports; summary.json is its serialisation
+(`RunResult.to_doc`, read back by `RunResult.from_doc`), and report.html and junit.xml are
+rendered from it (clusterproof.report). A target is one test item: a check on one node or host
+(`target` is its parameter id), or on the whole cluster (`target` None).
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import catalog
+from .verdict import Evidence, Status, Verdict
+
+SCHEMA = "clusterproof.summary/2"
+
+
+class Outcome(enum.StrEnum):
+    PASSED = "passed"
+    WARNED = "warned"
+    FAILED = "failed"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    XFAILED = "xfailed"
+    XPASSED = "xpassed"
+
+
+BAD = (Outcome.FAILED, Outcome.ERROR)
+GOOD = (Outcome.PASSED, Outcome.WARNED, Outcome.XFAILED)
+_RANK = {o: i for i, o in enumerate((Outcome.ERROR, Outcome.FAILED, Outcome.WARNED, Outcome.XPASSED,
+                                     Outcome.PASSED, Outcome.XFAILED, Outcome.SKIPPED))}
+KNOWN_PHASE_OUTCOMES = ("passed", "failed", "skipped", "xfailed", "xpassed")
+
+
+def combine(phases: dict[str, str]) -> Outcome:
+    """One outcome from a test's phases (setup/call/teardown; any other phase, e.g. xdist's "???" for a
+    crashed worker, or an outcome pytest does not define, is an error: machinery never passes)."""
+    if any(p not in ("setup", "call", "teardown") or o not in KNOWN_PHASE_OUTCOMES for p, o in phases.items()):
+        return Outcome.ERROR
+    setup, call, teardown = phases.get("setup"), phases.get("call"), phases.get("teardown")
+    if setup == "failed":
+        return Outcome.ERROR
+    if setup in ("skipped", "xfailed"):
+        outcome = Outcome(setup)
+    elif call is None:
+        return Outcome.ERROR          # set up, never called: the run stopped under it
+    else:
+        outcome = Outcome(call)
+    if teardown == "failed" and outcome not in BAD:
+        return Outcome.ERROR
+    return outcome
+
+
+@dataclass
+class TargetResult:
+    """One test item's result: a check on one target."""
+
+    nodeid: str
+    target: str | None
+    outcome: Outcome
+    duration: float = 0.0
+    verdicts: list[Verdict] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    message: str = ""
+    phases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The verdict that explains the outcome: the first non-pass one, else the first."""
+        return next((v for v in self.verdicts if v.status != Status.PASS), self.verdicts[0] if self.verdicts else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        v = self.verdict
+        return {"nodeid": self.nodeid, "target": self.target, "outcome": str(self.outcome),
+                "duration": round(self.duration, 3), "verdict": v.to_dict() if v else None,
+                "verdicts": [x.to_dict() for x in self.verdicts],
+                "evidence": [{"source": e.source, "output": e.output} for e in self.evidence],
+                "message": self.message, "phases": dict(self.phases)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetResult:
+        return cls(d["nodeid"], d.get("target"), Outcome(d["outcome"]), float(d.get("duration") or 0.0),
+                   [Verdict.from_dict(x) for x in d.get("verdicts") or []],
+                   [Evidence(e.get("source", ""), e.get("output", "")) for e in d.get("evidence") or []],
+                   d.get("message") or "", dict(d.get("phases") or {}))
+
+
+@dataclass
+class CheckResult:
+    """One check (a catalog ID) over its targets; `id` None for a test without one (e.g. a collection error)."""
+
+    id: str | None
+    area: str
+    must: str = ""
+    severity: str = "FAIL"
+    depends_on: tuple[str, ...] = ()
+    targets: list[TargetResult] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, check_id: str | None, area: str) -> CheckResult:
+        entry = catalog.CATALOG.get(check_id or "")
+        if entry is None:
+            return cls(check_id, area)
+        return cls(check_id, entry.area, entry.must, str(entry.severity), entry.depends_on)
+
+    @property
+    def outcome(self) -> Outcome:
+        if not self.targets:
+            return Outcome.SKIPPED
+        return min((t.outcome for t in self.targets), key=lambda o: _RANK[o])
+
+
+@dataclass
+class AreaResult:
+    name: str
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[TargetResult]:
+        return [t for c in self.checks for t in c.targets]
+
+    def counts(self) -> dict[str, int]:
+        return totals(self.targets)
+
+    @property
+    def verdict(self) -> str:
+        """PASS / FAIL / SKIPPED / NOT RUN for the area."""
+        t = self.counts()
+        if not self.targets:
+            return "NOT RUN"
+        if t["failed"] or t["error"]:
+            return "FAIL"
+        if t["passed"] or t["warned"] or t["xfailed"]:
+            return "PASS"
+        return "SKIPPED"
+
+
+def totals(targets: list[TargetResult]) -> dict[str, int]:
+    out = {str(o): 0 for o in Outcome}
+    for t in targets:
+        out[str(t.outcome)] += 1
+    return out
+
+
+def area_order(names) -> list[str]:
+    """Known areas in the suite's order, then any others alphabetically."""
+    return [a for a in catalog.AREAS if a in names] + sorted(set(names) - set(catalog.AREAS))
+
+
+@dataclass
+class RunResult:
+    """The whole run; `verdict()` is the sign-off."""
+
+    run: str
+    started: str
+    finished: str = ""
+    exitstatus: int | None = None
+    suite_version: str = ""
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    areas: list[AreaResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # why the machinery could not finish (INCOMPLETE)
+    compare: dict[str, Any] | None = None
+
+    # -- building
+    def add(self, check_id: str | None, area: str, target: TargetResult) -> None:
+        entry = catalog.CATALOG.get(check_id or "")
+        area = entry.area if entry else area
+        a = next((x for x in self.areas if x.name == area), None)
+        if a is None:
+            a = AreaResult(area)
+            self.areas.append(a)
+            order = area_order([x.name for x in self.areas])
+            self.areas.sort(key=lambda x: order.index(x.name))
+        c = next((x for x in a.checks if x.id == check_id and check_id is not None), None)
+        if c is None:
+            c = CheckResult.of(check_id, area)
+            a.checks.append(c)
+        c.targets.append(target)
+
+    # -- reading
+    @property
+    def checks(self) -> list[CheckResult]:
+        return [c for a in self.areas for c in a.checks]
+
+    @property
+    def targets(self) -> list[TargetResult]:
+        return [t for c in self.checks for t in c.targets]
+
+    def leaves(self) -> list[tuple[CheckResult, TargetResult]]:
+        return [(c, t) for c in self.checks for t in c.targets]
+
+    def area(self, name: str) -> AreaResult:
+        return next((a for a in self.areas if a.name == name), AreaResult(name))
+
+    def verdict(self) -> tuple[str, str]:
+        """(PASS|FAIL|INCOMPLETE, why). PASS only when every selected check passed or honestly skipped and the
+        run completed; a failure or error makes it FAIL, an unfinished run INCOMPLETE."""
+        targets = self.targets
+        bad = [t for t in targets if t.outcome in BAD]
+        if bad:
+            n = len(bad)
+            return "FAIL", f"{n} check{'s' if n != 1 else ''} failed or errored"
+        if self.notes:
+            return "INCOMPLETE", "; ".join(self.notes)
+        if self.exitstatus not in (0, 1, None):
+            return "INCOMPLETE", f"the run ended early (pytest exit status {self.exitstatus})"
+        if not any(t.outcome in GOOD for t in targets):
+            return "INCOMPLETE", "no check ran to a verdict"
+        skipped = sum(t.outcome == Outcome.SKIPPED for t in targets)
+        warned = sum(t.outcome == Outcome.WARNED for t in targets)
+        extra = [f"{n} {what}" for n, what in ((warned, "warned"), (skipped, "skipped")) if n]
+        return "PASS", "no check failed" + (f" ({', '.join(extra)}, listed below)" if extra else "")
+
+    # -- serialisation (summary.json)
+    def to_doc(self) -> dict[str, Any]:
+        v, why = self.verdict()
+        names = area_order(set(catalog.AREAS) | {a.name for a in self.areas})
+        return {
+            "schema": SCHEMA, "suite_version": self.suite_version, "run": self.run,
+            "started": self.started, "finished": self.finished, "exitstatus": self.exitstatus,
+            "fingerprint": self.fingerprint, "verdict": v, "verdict_reason": why, "notes": list(self.notes),
+            "totals": totals(self.targets),
+            "areas": {n: {"verdict": self.area(n).verdict, "total": len(self.area(n).targets),
+                          **self.area(n).counts(), "checks": [c.id for c in self.area(n).checks if c.id]}
+                      for n in names},
+            "checks": [{"id": c.id, "area": c.area, "must": c.must, "severity": c.severity,
+                        **t.to_dict()} for c, t in self.leaves()],
+            "compare": self.compare,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> RunResult:
+        run = cls(doc.get("run") or "", doc.get("started") or "", doc.get("finished") or "", doc.get("exitstatus"),
+                  doc.get("suite_version") or "", doc.get("fingerprint") or {}, [], list(doc.get("notes") or []),
+                  doc.get("compare"))
+        for leaf in doc.get("checks") or []:
+            run.add(leaf.get("id"), leaf.get("area") or "other", TargetResult.from_dict(leaf))
+        for c in run.checks:               # keep what the document said, even where the catalog changed since
+            leaf = next(x for x in doc["checks"] if x.get("id") == c.id and x.get("area") == c.area)
+            c.must, c.severity = leaf.get("must") or "", leaf.get("severity") or "FAIL"
+        return run
+
+
+def label(check_id: str | None, nodeid: str, target: str | None) -> str:
+    ident = check_id or nodeid
+    return f"{ident} [{target}]" if target else ident
