@@ -11,10 +11,7 @@ PERSIST_HINT = "and persist it: echo '{key} = 1' >> /etc/sysctl.d/k8s.conf && sy
 
 @pytest.mark.check("HOST-001")
 def test_br_netfilter_loaded(node_host):
-    """The br_netfilter kernel module MUST be loaded (or built in) on every node.
-
-    Without it bridged pod traffic bypasses iptables and Service rules do not apply to it.
-    """
+    """Read /proc/modules, then /sys/module for a built-in module."""
     r = node_host.run("grep -w '^br_netfilter' /proc/modules 2>/dev/null; "
                       "[ -d /sys/module/br_netfilter ] && echo /sys/module/br_netfilter; "
                       "[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo bridge-nf-call sysctls present; "
@@ -37,18 +34,17 @@ def _bridge_required(host) -> str:
 @pytest.mark.parametrize("key", ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"],
                          ids=["iptables", "ip6tables"])
 def test_bridge_nf_call_enabled(node_host, key):
-    """Bridged traffic MUST pass iptables/ip6tables (bridge-nf-call-* = 1) where the CNI uses a Linux bridge."""
     why = _bridge_required(node_host)
     value = linux.read_sysctl(node_host, key)
     if value is None:
-        skip(f"{key} does not exist on {node_host.id}: br_netfilter is not loaded (HOST-001 fails with the fix)")
+        skip(f"{key} does not exist on {node_host.id}: br_netfilter is not loaded (HOST-001 fails with the fix)",
+             blames="HOST-001")
     require(value == "1", f"{key} on {node_host.id}", "1 (required: " + why + ")", value,
             f"modprobe br_netfilter && sysctl -w {key}=1 " + PERSIST_HINT.format(key=key))
 
 
 @pytest.mark.check("HOST-003")
 def test_ip_forward_enabled(node_host):
-    """IPv4 forwarding MUST be on (net.ipv4.ip_forward = 1) on every node, as kubeadm preflight requires."""
     key = "net.ipv4.ip_forward"
     value = linux.read_sysctl(node_host, key)
     require(value == "1", f"{key} on {node_host.id}", "1", value if value is not None else "missing",

@@ -21,7 +21,6 @@ def _persisted(host, key: str) -> None:
 
 @pytest.mark.check("HOST-005")
 def test_ip_forward_persisted(node_host):
-    """net.ipv4.ip_forward = 1 MUST be set in a sysctl.d file so a reboot keeps it."""
     _persisted(node_host, "net.ipv4.ip_forward")
 
 
@@ -29,7 +28,6 @@ def test_ip_forward_persisted(node_host):
 @pytest.mark.parametrize("key", ["net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"],
                          ids=["iptables", "ip6tables"])
 def test_bridge_nf_call_persisted(node_host, key):
-    """bridge-nf-call-iptables/-ip6tables = 1 MUST be set in a sysctl.d file where the CNI uses a Linux bridge."""
     bridged, why = linux.bridge_cni(node_host)
     if not bridged:
         skip(f"{why} on {node_host.id}: only a bridge-based CNI (bridge, flannel) needs it; "
@@ -39,7 +37,6 @@ def test_bridge_nf_call_persisted(node_host, key):
 
 @pytest.mark.check("HOST-007")
 def test_br_netfilter_persisted(node_host):
-    """br_netfilter MUST be listed in /etc/modules-load.d (or built in) so a reboot loads it."""
     files = linux.read_files(node_host, linux.modules_globs(), "modules loaded at boot")
     listed = linux.persisted_modules(files)
     if "br_netfilter" not in listed:
@@ -54,7 +51,6 @@ def test_br_netfilter_persisted(node_host):
 
 @pytest.mark.check("HOST-008")
 def test_no_swap_in_fstab(node_host):
-    """/etc/fstab MUST NOT turn swap on at boot (no active swap entry)."""
     files = linux.read_files(node_host, ["/etc/fstab"], "fstab")
     entries = linux.active_swap_entries(files.get("/etc/fstab", ""))
     require(not entries, f"/etc/fstab on {node_host.id}", "no active swap entry",

@@ -9,7 +9,6 @@ from clusterproof.checks import evidence, require
 
 @pytest.mark.check("HOST-004")
 def test_swap_off(node_host):
-    """Swap MUST be off on every node (/proc/swaps lists no swap area)."""
     r = node_host.run("cat /proc/swaps")
     evidence(f"{node_host.id}: cat /proc/swaps", r.evidence())
     active = linux.swaps_in_use(r.stdout)

@@ -14,7 +14,6 @@ KUBELET_PORT = 10250
 
 @pytest.mark.check("HOST-009")
 def test_required_binaries_present(node_host):
-    """The binaries kubeadm requires (ip, iptables, mount, nsenter) MUST be on the node's PATH."""
     script = "; ".join(f"printf '%s ' {b}; p=$(command -v {b}) && [ -x \"$p\" ] && echo \"$p\" || echo MISSING"
                        for b in REQUIRED_BINARIES)
     r = node_host.run(script)
@@ -29,7 +28,6 @@ def test_required_binaries_present(node_host):
 
 @pytest.mark.check("HOST-010")
 def test_kubelet_port_listening(node_host):
-    """Something (the kubelet) MUST listen on TCP port 10250 on every node."""
     r = node_host.run("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null; true")
     evidence(f"{node_host.id}: cat /proc/net/tcp /proc/net/tcp6", r.evidence())
     ports = linux.listening_ports(r.stdout)

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from clusterproof import podns, pods, timeouts
+from clusterproof import checks, podns, pods, timeouts
 from clusterproof.checks import evidence, fail, require
 
 pytestmark = pytest.mark.slow
@@ -77,9 +77,8 @@ def _compare_containers(workloads: pods.Workloads, pod: str, shared: tuple[str, 
 
 @pytest.mark.check("POD-001")
 def test_containers_share_net_ipc_uts_not_mnt(share_pods: dict, workloads: pods.Workloads) -> None:
-    """A pod's containers MUST share the net, ipc and uts namespaces and MUST NOT share the mnt namespace."""
     if not share_pods["per_node"]:
-        pytest.skip("no Ready node to run a pod on; NODE-001 reports why")
+        checks.skip("no Ready node to run a pod on; NODE-001 reports why", blames="NODE-001")
     rows = []
     for node, pod in sorted(share_pods["per_node"].items()):
         r, table = _compare_containers(workloads, pod, podns.SHARED, ("mnt",))
@@ -92,9 +91,8 @@ def test_containers_share_net_ipc_uts_not_mnt(share_pods: dict, workloads: pods.
 
 @pytest.mark.check("POD-002")
 def test_share_process_namespace_shares_pid(share_pods: dict, workloads: pods.Workloads) -> None:
-    """With shareProcessNamespace: true a pod's containers MUST share the pid namespace as well as net, ipc, uts."""
     if not share_pods["pid"]:
-        pytest.skip("no Ready node to run a pod on; NODE-001 reports why")
+        checks.skip("no Ready node to run a pod on; NODE-001 reports why", blames="NODE-001")
     rows, table = _compare_containers(workloads, share_pods["pid"], (*podns.SHARED, "pid"), ())
     evidence(f"namespaces of pod {share_pods['pid']} (shareProcessNamespace: true)", table)
     require(not rows, f"pod {workloads.namespace}/{share_pods['pid']}", "pid, net, ipc, uts inodes equal",
@@ -104,11 +102,10 @@ def test_share_process_namespace_shares_pid(share_pods: dict, workloads: pods.Wo
 
 @pytest.mark.check("POD-003")
 def test_pause_container_holds_pod_namespaces(node_host, share_pods: dict, workloads: pods.Workloads) -> None:
-    """On the node, a pod's pause (sandbox) process MUST hold the same net, ipc, uts namespaces as its containers."""
     pod = share_pods["per_node"].get(node_host.node or "")
     if not pod:
-        pytest.skip(f"{node_host.id}: no share pod on this host (not a Ready node at the start of the run); "
-                    "NODE-001 reports NotReady nodes")
+        checks.skip(f"{node_host.id}: no share pod on this host (not a Ready node at the start of the run); "
+                    "NODE-001 reports NotReady nodes", blames="NODE-001")
     res = node_host.run(podns.node_script(workloads.namespace, pod), timeout=timeouts.get("exec"))
     evidence(f"{node_host.id}: crictl pods/inspectp/ps/inspect; readlink /proc/<pid>/ns/*", res.evidence())
     subject = f"pod {workloads.namespace}/{pod} on {node_host.id}"
