@@ -179,6 +179,24 @@ class RunResult:
             a.checks.append(c)
         c.targets.append(target)
 
+    def check_skip_chains(self) -> None:
+        """A skip that blames another check stands only when that check failed in this run (or was not
+        selected). One that blames a check which passed, or one it does not depend on, hides a finding
+        nobody reported: the run cannot sign off PASS, and the note says which skip and why."""
+        outcomes = {c.id: c.outcome for c in self.checks if c.id}
+        for c, t in self.leaves():
+            v = t.verdict
+            if t.outcome != Outcome.SKIPPED or v is None or not v.blames:
+                continue
+            owner = v.blames
+            where = label(c.id, t.nodeid, t.target)
+            if c.depends_on and owner not in c.depends_on:
+                self.notes.append(f"{where} skipped blaming {owner}, which is not among its dependencies "
+                                  f"({', '.join(c.depends_on)})")
+            elif owner in outcomes and outcomes[owner] not in BAD:
+                self.notes.append(f"{where} skipped blaming {owner}, but {owner} {outcomes[owner]} in this run: "
+                                  f"what it skipped on ({t.message[:200]}) is reported by no check")
+
     # -- reading
     @property
     def checks(self) -> list[CheckResult]:

@@ -106,3 +106,21 @@ def test_junit_is_rendered_from_the_tree() -> None:
     assert suites["gpu"].find("testcase/skipped") is not None
     warned = [c for c in suites["host"].iter("testcase") if c.find("system-out") is not None]
     assert len(warned) == 1 and warned[0].find("failure") is None
+
+
+def test_a_skip_that_blames_a_passing_check_does_not_sign_off() -> None:
+    blame = Verdict.skipped("br_netfilter is not loaded (HOST-001 fails with the fix)", blames="HOST-001")
+    ok = _run(("HOST-001", "n1", Outcome.FAILED, []), ("HOST-002", "n1", Outcome.SKIPPED, [blame]))
+    ok.check_skip_chains()
+    assert ok.notes == [] and ok.verdict()[0] == "FAIL"
+    broken = _run(("HOST-001", "n1", Outcome.PASSED, []), ("HOST-002", "n1", Outcome.SKIPPED, [blame]))
+    broken.check_skip_chains()
+    assert broken.verdict()[0] == "INCOMPLETE"
+    assert "HOST-002 [n1] skipped blaming HOST-001, but HOST-001 passed" in broken.verdict()[1]
+    deselected = _run(("HOST-003", "n1", Outcome.PASSED, []), ("HOST-002", "n1", Outcome.SKIPPED, [blame]))
+    deselected.check_skip_chains()
+    assert deselected.notes == [] and deselected.verdict()[0] == "PASS"
+    stranger = Verdict.skipped("GPU-002 reports it", blames="GPU-002")
+    wrong = _run(("HOST-002", "n1", Outcome.SKIPPED, [stranger]), ("HOST-003", "n1", Outcome.PASSED, []))
+    wrong.check_skip_chains()
+    assert "not among its dependencies (HOST-001)" in wrong.verdict()[1]
