@@ -13,6 +13,7 @@ import json
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from . import catalog
 from .results import BAD, GOOD, SCHEMA, CheckResult, Outcome, RunResult, TargetResult, area_order, label
 
 __all__ = ["SCHEMA", "BAD", "GOOD", "CSS", "canonical", "digest", "seal", "is_sealed", "compare", "render_header",
@@ -149,12 +150,10 @@ def render_header(run: RunResult, digest_value: str) -> str:
         f'(verify: <code>python -m clusterproof.verify summary.json report.html</code>)</div></div></div>')
 
     parts.append('<h3>Results by area</h3><div class="cp-areas" id="cp-areas">')
-    from . import catalog
-
     for name in area_order(set(catalog.AREAS) | {a.name for a in run.areas}):
         a = run.area(name)
-        c = a.counts()
-        counts = (f'{c["passed"] + c["warned"]} passed · {c["failed"] + c["error"]} failed · {c["skipped"]} skipped'
+        n = a.counts()
+        counts = (f'{n["passed"] + n["warned"]} passed · {n["failed"] + n["error"]} failed · {n["skipped"]} skipped'
                   if a.targets else "no checks selected")
         parts.append(f'<div class="cp-area cp-{e(a.verdict.replace(" ", ""))}" data-area="{e(name)}">'
                      f'<div class="name">{e(name)}</div><div class="state">{e(a.verdict)}</div>'

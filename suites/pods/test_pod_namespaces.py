@@ -116,9 +116,10 @@ def test_pause_container_holds_pod_namespaces(node_host, share_pods: dict, workl
             f"{(res.stdout.strip() or res.stderr.strip()).splitlines()[-1:] or ['no output']}",
             "check crictl reaches the runtime (crictl pods; runtime-endpoint in /etc/crictl.yaml) as root")
     pause, containers, pids = podns.parse_node_output(res.stdout)
-    require(bool(pause) and bool(containers), subject, "the pause process and both containers with their namespaces",
-            f"pause {pause or 'not found'}, containers {sorted(containers) or 'none'}",
-            "check crictl inspectp/inspect print info.pid (crictl --version; the runtime's CRI debug info)")
+    if not pause or not containers:
+        fail(subject, "the pause process and both containers with their namespaces",
+             f"pause {pause or 'not found'}, containers {sorted(containers or {}) or 'none'}",
+             "check crictl inspectp/inspect print info.pid (crictl --version; the runtime's CRI debug info)")
     rows = []
     for name, links in sorted(containers.items()):
         for k in podns.compare(pause, links, podns.SHARED):
