@@ -144,8 +144,7 @@ _CHECKS = [
     Check("CRI-004", "runtime", "suites/runtime/test_cri.py::test_no_dockershim",
           "On Kubernetes >= 1.24 a node MUST NOT name dockershim as its runtime; Docker needs cri-dockerd.",
           "dockershim was removed in 1.24: such a kubelet cannot start pods.",
-          "install containerd (or cri-dockerd) and point the kubelet's --container-runtime-endpoint at it",
-          depends_on=("CRI-002",)),
+          "install containerd (or cri-dockerd) and point the kubelet's --container-runtime-endpoint at it"),
     # ------------------------------------------------------------------ nodes
     Check("NODE-001", "nodes", "suites/nodes/test_nodes.py::test_every_node_ready",
           "Every node MUST report Ready=True.",

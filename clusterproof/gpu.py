@@ -1,8 +1,9 @@
 """GPU facts and verdicts, pure: discovery from Node objects, HAMi annotations, the probe's JSON.
 
 Everything here works on plain data (NodeFacts, annotation strings, pod log text) so the project's
-tests can feed it recorded outputs from real clusters and GPUs. The checks in suites/gpu only
-fetch that data and turn a `Verdict` into pass, fail or skip.
+tests can feed it recorded outputs from real clusters and GPUs. The rules return the project's one
+`clusterproof.verdict.Verdict`; the checks in suites/gpu only fetch the data and hand the verdict to
+`apply_verdict` (checks.apply, with --require-gpu's conversion of a missing GPU or CUDA device).
 
 Facts behind the rules: ../shared/notes/gpu.md (HAMi, NVIDIA device plugin, GFD, MPS).
 """
@@ -11,8 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from .verdict import Status, Verdict
 
 GPU = "nvidia.com/gpu"
 GPU_SHARED = "nvidia.com/gpu.shared"
@@ -37,6 +41,9 @@ TOLERANCE = 0.03            # visible vs expected memory (driver reserve differs
 TOLERANCE_MIN_MIB = 64
 OOM = "CUDA_ERROR_OUT_OF_MEMORY"
 PRELOAD_FAILED = "cannot be preloaded"
+# What a skip `requires` when --require-gpu turns it into a failure.
+NEEDS_GPU = "gpu"
+NEEDS_CUDA = "cuda"
 
 
 def quantity(value: Any) -> int:
@@ -325,6 +332,21 @@ def advertisement_problems(node: GpuNode, now: dt.datetime) -> list[str]:
     return probs
 
 
+def advertisement_verdict(nodes: list[GpuNode], now: dt.datetime) -> Verdict:
+    """GPU-001: every GPU node advertises its GPUs allocatable and healthy, as its device plugin registered them."""
+    if not nodes:
+        return no_gpu_nodes_verdict()
+    rows = [p for n in nodes for p in advertisement_problems(n, now)]
+    subject = f"GPU advertisement on {len(nodes)} GPU node(s)"
+    expected = "every GPU allocatable and healthy, as the device plugin registered it"
+    if rows:
+        return Verdict.failed(subject, expected, f"{len(rows)} problem(s): {rows[0]}",
+                              "check the device plugin on the node (its pod and logs; it must be registered with the "
+                              "kubelet in /var/lib/kubelet/device-plugins/) and the node's GPUs with nvidia-smi",
+                              rows=rows)
+    return Verdict.passed(subject, expected, "; ".join(n.describe() for n in nodes))
+
+
 # ------------------------------------------------------------------ what the memory checks expect
 
 @dataclass
@@ -490,23 +512,6 @@ def parse_probe(stdout: str, stderr: str = "") -> ProbeOutput:
 
 # ------------------------------------------------------------------ verdicts
 
-@dataclass
-class Verdict:
-    status: str               # pass | fail | skip
-    subject: str
-    expected: str = ""
-    observed: str = ""
-    fix: str = ""
-    reason: str = ""          # for skip: why, and how to enable
-    needs_cuda: bool = False  # a skip that --require-gpu turns into a failure
-
-    @property
-    def message(self) -> str:
-        if self.status == "skip":
-            return self.reason
-        return f"{self.subject}: expected {self.expected}, observed {self.observed}; fix: {self.fix}"
-
-
 def _close(a: int, b: int) -> bool:
     return abs(a - b) <= max(TOLERANCE_MIN_MIB, TOLERANCE * max(a, b))
 
@@ -520,12 +525,12 @@ def _no_cuda_skip(subject: str, out: ProbeOutput, plan: Plan) -> Verdict | None:
     why = out.no_cuda()
     if not why:
         return None
-    return Verdict("skip", subject, "a CUDA device in the pod", why,
+    return Verdict(Status.SKIP, subject, "a CUDA device in the pod", why,
                    "run on a node with a real NVIDIA GPU and driver, and a --gpu-probe-image the NVIDIA runtime "
                    "injects libcuda into",
                    reason=f"no CUDA device in the GPU pod on {plan.node}: {why}; the memory checks need a real "
                           f"NVIDIA GPU (pass --require-gpu to fail instead of skip)",
-                   needs_cuda=True)
+                   requires=NEEDS_CUDA)
 
 
 def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Verdict:
@@ -537,8 +542,9 @@ def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Ve
     cuda_total, smi_total = out.cuda_total_mib, out.smi_total_mib
     seen = out.summary()
     if plan.sharing == "time-slicing":
-        return Verdict("skip", subject, reason=f"{plan.node} shares GPUs by time-slicing: no memory isolation by "
-                       f"design, the pod sees {cuda_total} MiB of the card; use HAMi, MPS or MIG for isolation")
+        return Verdict.skipped(f"{plan.node} shares GPUs by time-slicing: no memory isolation by design, the pod "
+                               f"sees {cuda_total} MiB of the card; use HAMi, MPS or MIG for isolation",
+                               subject=subject)
     expected = plan.slice_mib
     if expected is None:                      # MIG: what CUDA sees is the instance; nvidia-smi must agree
         expected = cuda_total
@@ -550,14 +556,14 @@ def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Ve
         # Measured on an H200 (driver 580): an MPS client's pinned limit shows in cuMemGetInfo's *free*
         # (limit minus the client's context), while total stays the whole card.
         if free <= expected + max(TOLERANCE_MIN_MIB, TOLERANCE * expected):
-            return Verdict("pass", subject, f"at most {expected} MiB free (MPS pinned limit)", seen)
+            return Verdict.passed(subject, f"at most {expected} MiB free (MPS pinned limit)", seen)
         bad.append(f"cuMemGetInfo free {free} MiB")
     elif cuda_total is not None and not _close(cuda_total, expected):
         bad.append(f"cuMemGetInfo total {cuda_total} MiB")
     if plan.nvml_limited and smi_total is not None and not _close(smi_total, expected):
         bad.append(f"nvidia-smi memory.total {smi_total} MiB")
     if not bad:
-        return Verdict("pass", subject, f"{expected} MiB", seen)
+        return Verdict.passed(subject, f"{expected} MiB", seen)
     card = plan.card_mib
     whole = card and any(_close(v, card) for v in (cuda_total, smi_total) if v is not None)
     observed = ", ".join(bad)
@@ -570,7 +576,7 @@ def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Ve
     fix = FIX_HAMI if plan.sharing == "vgpu" else (
         "check the MPS control daemon of the NVIDIA device plugin (sharing.mps) and its pinned memory limit"
         if plan.sharing == "mps" else "check the GPU node's driver and the device plugin's configuration")
-    return Verdict("fail", subject, f"{expected} MiB ({plan.note})", observed, fix)
+    return Verdict.failed(subject, f"{expected} MiB ({plan.note})", observed, fix)
 
 
 def half_slice_allocates(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Verdict:
@@ -581,11 +587,11 @@ def half_slice_allocates(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod")
     mib = plan.half_mib
     a = out.alloc(mib)
     if a is None:
-        return Verdict("fail", subject, f"a {mib} MiB allocation attempted", "the probe did not try it",
+        return Verdict.failed(subject, f"a {mib} MiB allocation attempted", "the probe did not try it",
                        "report this as a clusterproof bug")
     if a.get("rc") == 0:
-        return Verdict("pass", subject, f"{mib} MiB allocated", str(a.get("result")))
-    return Verdict("fail", subject, f"cuMemAlloc of {mib} MiB (half of {plan.slice_mib} MiB) to succeed",
+        return Verdict.passed(subject, f"{mib} MiB allocated", str(a.get("result")))
+    return Verdict.failed(subject, f"cuMemAlloc of {mib} MiB (half of {plan.slice_mib} MiB) to succeed",
                    f"{a.get('result')} ({out.summary()})",
                    "the slice is too small for the CUDA context plus data, or other processes hold the memory: "
                    "check nvidia-smi on the node and the pod's nvidia.com/gpumem")
@@ -597,27 +603,28 @@ def over_slice_fails(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> 
     if skip:
         return skip
     if plan.sharing == "time-slicing":
-        return Verdict("skip", subject, reason=f"{plan.node} shares GPUs by time-slicing: no memory limit by design, "
-                       "so nothing stops a pod from using the whole card; use HAMi, MPS or MIG for isolation")
+        return Verdict.skipped(f"{plan.node} shares GPUs by time-slicing: no memory limit by design, so nothing "
+                               "stops a pod from using the whole card; use HAMi, MPS or MIG for isolation",
+                               subject=subject)
     if out.oversubscribed():
-        return Verdict("skip", subject, reason="CUDA_OVERSUBSCRIBE=true in the pod: HAMi spills over the slice into "
-                       "host memory by configuration, so an over-slice allocation is allowed")
+        return Verdict.skipped("CUDA_OVERSUBSCRIBE=true in the pod: HAMi spills over the slice into host memory by "
+                               "configuration, so an over-slice allocation is allowed", subject=subject)
     if plan.over_mib is None:
-        return Verdict("skip", subject, reason=f"{plan.note}: there is no slice smaller than the card on {plan.node}"
-                       " to exceed")
+        return Verdict.skipped(f"{plan.note}: there is no slice smaller than the card on {plan.node} to exceed",
+                               subject=subject)
     a = out.alloc(plan.over_mib)
     if a is None:
-        return Verdict("fail", subject, f"a {plan.over_mib} MiB allocation attempted", "the probe did not try it",
+        return Verdict.failed(subject, f"a {plan.over_mib} MiB allocation attempted", "the probe did not try it",
                        "report this as a clusterproof bug")
     if a.get("result") == OOM:
-        return Verdict("pass", subject, OOM, str(a.get("result")))
+        return Verdict.passed(subject, OOM, str(a.get("result")))
     observed = f"cuMemAlloc of {plan.over_mib} MiB returned {a.get('result')}"
     if a.get("rc") == 0:
         observed += f" (the pod can exceed its {plan.slice_mib} MiB slice)"
     preload = out.preload_failed()
     if preload:
         observed += f"; {preload}"
-    return Verdict("fail", subject, f"{OOM} for {plan.over_mib} MiB (slice {plan.slice_mib} MiB)", observed,
+    return Verdict.failed(subject, f"{OOM} for {plan.over_mib} MiB (slice {plan.slice_mib} MiB)", observed,
                    FIX_HAMI if plan.sharing == "vgpu" else "check the MPS pinned memory limit of the device plugin")
 
 
@@ -629,20 +636,50 @@ def pair_keeps_limits(outs: dict[str, ProbeOutput], plans: dict[str, Plan], same
         if skip:
             return skip
     if same_gpu is False:
-        return Verdict("skip", subject, reason="the two pods landed on different GPUs, so sharing was not exercised; "
-                       "free a GPU or pin one with nvidia.com/use-gpuuuid")
+        return Verdict.skipped("the two pods landed on different GPUs, so sharing was not exercised; free a GPU or "
+                               "pin one with nvidia.com/use-gpuuuid", subject=subject)
     bad = []
     for pod, out in outs.items():
         for v in (visible_memory(out, plans[pod], pod), over_slice_fails(out, plans[pod], pod)):
-            if v.status == "fail":
+            if v.status == Status.FAIL:
                 bad.append(f"{pod}: {v.observed} (expected {v.expected})")
-            elif v.status == "skip":
-                return Verdict("skip", subject, reason=v.reason, needs_cuda=v.needs_cuda)
+            elif v.status == Status.SKIP:
+                return Verdict.skipped(v.reason, subject=subject, requires=v.requires)
     if bad:
-        return Verdict("fail", subject, "each pod limited to its own slice",
+        return Verdict.failed(subject, "each pod limited to its own slice",
                        f"{len(bad)} problem(s): {bad[0]}", FIX_HAMI)
-    return Verdict("pass", subject, "each pod limited to its own slice",
+    return Verdict.passed(subject, "each pod limited to its own slice",
                    "; ".join(f"{p}: {o.summary()}" for p, o in outs.items()))
+
+
+def probe_result_missing(error: str | None, exec_error: str | None, has_output: bool) -> Verdict | None:
+    """GPU-003..005 need the probe pod's result: a skip pointing at GPU-002 when it has none; None: go on."""
+    if error or not has_output:
+        return Verdict.skipped(f"the GPU probe pod did not give a result (GPU-002 reports it): {error or exec_error}",
+                               blames="GPU-002")
+    return None
+
+
+def pair_applicable(node: GpuNode, plan: Plan) -> Verdict | None:
+    """GPU-006 applies where two pods share one GPU with a memory limit each; a skip saying why not, else None."""
+    reason = {"none": f"{node.name} gives each pod a whole GPU: no two pods share one",
+              "mig": f"{node.name} offers MIG instances: isolation is in hardware, no two pods share one",
+              "time-slicing": f"{node.name} shares GPUs by time-slicing: no memory isolation by design, each "
+                              "pod sees and may use the whole card; use HAMi, MPS or MIG for isolation"}
+    if plan.sharing in reason:
+        return Verdict.skipped(reason[plan.sharing], subject="two pods on one GPU")
+    return None
+
+
+def pair_pods_broken(node: str, start_errors: Sequence[str], probe_errors: Sequence[str] = ()) -> Verdict | None:
+    """GPU-006's two pods must run and each give a probe result: a failure naming the pod that did not; else None."""
+    if start_errors:
+        return Verdict.failed(f"two GPU pods on {node}", "both Running", "; ".join(start_errors),
+                              "free capacity on one GPU (or see GPU-002)")
+    if probe_errors:
+        return Verdict.failed(f"the GPU probe in two pods on {node}", "a result from each", "; ".join(probe_errors),
+                              "pass a --gpu-probe-image that has python3")
+    return None
 
 
 def limit_mib(value: str | None) -> int | None:
@@ -657,12 +694,12 @@ def limit_mib(value: str | None) -> int | None:
 
 
 def no_gpu_nodes_verdict() -> Verdict:
-    return Verdict("skip", "GPU nodes", "at least one node advertising nvidia.com/gpu", "none",
+    return Verdict(Status.SKIP, "GPU nodes", "at least one node advertising nvidia.com/gpu", "none",
                    "install the NVIDIA device plugin or HAMi on the GPU nodes",
                    reason="no GPU nodes: no node has nvidia.com/gpu, nvidia.com/gpu.shared or nvidia.com/mig-* "
                           "in capacity, a HAMi/4pd register annotation or GFD labels; pass --require-gpu to fail "
                           "instead, or -m 'not gpu' to leave the GPU checks out",
-                   needs_cuda=True)
+                   requires=NEEDS_GPU)
 
 
 def allocation_verdict(plan: Plan, *, error: str | None, node: str | None, annotations: dict[str, str],
@@ -681,9 +718,9 @@ def allocation_verdict(plan: Plan, *, error: str | None, node: str | None, annot
             fix = "free a GPU on the node or check its device plugin (GPU-001)"
         elif "pull" in error.lower() or "image" in error.lower():
             fix = "make the GPU probe image pullable on the node or pass --gpu-probe-image (see --print-images)"
-        return Verdict("fail", subject, expected, error, fix)
+        return Verdict.failed(subject, expected, error, fix)
     if node and node != plan.node:
-        return Verdict("fail", subject, expected, f"running on {node}", "report this as a clusterproof bug")
+        return Verdict.failed(subject, expected, f"running on {node}", "report this as a clusterproof bug")
     bad = []
     shown = []
     if plan.sharing == "vgpu":
@@ -719,23 +756,24 @@ def allocation_verdict(plan: Plan, *, error: str | None, node: str | None, annot
                == "vgpu" else "check the device plugin's logs")
         if output is None:
             fix = "pass a --gpu-probe-image that has python3 (libcuda comes from the node)"
-        return Verdict("fail", subject, expected + " with its allocation recorded", "; ".join(bad), fix)
-    return Verdict("pass", subject, expected, "; ".join(shown) or "Running")
+        return Verdict.failed(subject, expected + " with its allocation recorded", "; ".join(bad), fix)
+    return Verdict.passed(subject, expected, "; ".join(shown) or "Running")
 
 
-def apply_verdict(v: Verdict, require_gpu: bool) -> None:
-    """Turn a verdict into the check's outcome: pass, checks.fail, or a skip (a failure under --require-gpu)."""
+def under_require_gpu(v: Verdict, require_gpu: bool) -> Verdict:
+    """--require-gpu: a skip for a missing GPU or CUDA device (`requires`) becomes a failure; else `v` as it is."""
+    if not (require_gpu and v.status == Status.SKIP and v.requires in (NEEDS_GPU, NEEDS_CUDA)):
+        return v
+    return Verdict.failed(v.subject, v.expected or "a CUDA device", v.observed or v.reason,
+                          v.fix or "run on a GPU node with the NVIDIA driver", rows=[v.reason])
+
+
+def apply_verdict(v: Verdict, require_gpu: bool) -> Verdict:
+    """Turn a verdict into the check's outcome (checks.apply), a missing GPU failing under --require-gpu."""
     __tracebackhide__ = True
     from . import checks
 
-    if v.status == "pass":
-        return
-    if v.status == "skip":
-        if require_gpu and v.needs_cuda:
-            checks.fail(v.subject, v.expected or "a CUDA device", v.observed or v.reason,
-                        v.fix or "run on a GPU node with the NVIDIA driver", rows=[v.reason])
-        checks.skip(v.reason)
-    checks.fail(v.subject, v.expected, v.observed, v.fix)
+    return checks.apply(under_require_gpu(v, require_gpu))
 
 
 def now() -> dt.datetime:

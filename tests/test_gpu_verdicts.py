@@ -131,6 +131,18 @@ def test_handshake_and_allocated_formats():
     assert gpu.limit_mib("2048m") == 2048 and gpu.limit_mib("2g") == 2048 and gpu.limit_mib(str(2 ** 31)) == 2048
 
 
+def test_advertisement_verdict_passes_fails_and_skips():
+    from clusterproof.verdict import Verdict
+
+    ok = gpu.advertisement_verdict(gpu.discover([hami_node()]), NOW)
+    assert isinstance(ok, Verdict) and ok.status == "pass", ok.message
+    bad = gpu.advertisement_verdict(gpu.discover([hami_node(alloc="7")]), NOW)
+    assert bad.status == "fail" and "allocatable 7 of capacity 10" in bad.observed and bad.rows
+    assert "device plugin" in bad.fix
+    none = gpu.advertisement_verdict([], NOW)
+    assert none.status == "skip" and none.requires == gpu.NEEDS_GPU and "--require-gpu" in none.reason
+
+
 # ------------------------------------------------------------------ plans
 
 def test_plans_per_setup():
@@ -178,7 +190,7 @@ def test_no_cuda_skips_naming_the_missing_device():
     out, plan = probe("no-cuda"), hami_plan()
     for fn in (gpu.visible_memory, gpu.half_slice_allocates, gpu.over_slice_fails):
         v = fn(out, plan)
-        assert v.status == "skip" and v.needs_cuda
+        assert v.status == "skip" and v.requires == gpu.NEEDS_CUDA
         assert "no CUDA device" in v.reason and "libcuda.so.1" in v.reason and "--require-gpu" in v.reason
 
 
@@ -191,6 +203,50 @@ def test_require_gpu_turns_the_no_cuda_skip_into_a_failure():
     with pytest.raises(CheckFailed) as info:
         gpu.apply_verdict(v, require_gpu=True)
     assert "libcuda.so.1 not found" in str(info.value)
+
+
+def test_require_gpu_fails_a_missing_gpu_and_leaves_other_skips_alone():
+    from clusterproof.checks import CheckFailed
+
+    no_nodes = gpu.no_gpu_nodes_verdict()
+    assert gpu.under_require_gpu(no_nodes, require_gpu=False) is no_nodes
+    failed = gpu.under_require_gpu(no_nodes, require_gpu=True)
+    assert failed.status == "fail" and "no GPU nodes" in failed.rows[0]
+    with pytest.raises(CheckFailed):
+        gpu.apply_verdict(no_nodes, require_gpu=True)
+    exclusive = gpu.discover([node("e", capacity={"nvidia.com/gpu": "1"})])[0]
+    by_design = gpu.pair_applicable(exclusive, gpu.plan_for(exclusive))
+    assert by_design is not None and by_design.requires is None
+    assert gpu.under_require_gpu(by_design, require_gpu=True) is by_design
+    passed = gpu.half_slice_allocates(probe("hami-enforced"), hami_plan())
+    assert gpu.apply_verdict(passed, require_gpu=True) is passed
+
+
+def test_probe_result_missing_points_at_gpu_002():
+    v = gpu.probe_result_missing(None, "no clusterproof-gpu JSON line [exit 127]", has_output=False)
+    assert v is not None and v.status == "skip" and v.blames == "GPU-002" and "exit 127" in v.reason
+    v = gpu.probe_result_missing("timed out after 90s waiting for GPU probe pod", None, has_output=False)
+    assert v is not None and "timed out" in v.reason
+    assert gpu.probe_result_missing(None, None, has_output=True) is None
+
+
+def test_pair_applies_only_where_two_pods_share_a_gpu_with_limits():
+    hami = gpu.discover([hami_node()])[0]
+    assert gpu.pair_applicable(hami, gpu.plan_for(hami)) is None
+    ts = gpu.discover([node("ts", capacity={"nvidia.com/gpu": "4"}, labels={
+        gpu.LABEL_COUNT: "1", gpu.LABEL_REPLICAS: "4", gpu.LABEL_SHARING: "time-slicing"})])[0]
+    v = gpu.pair_applicable(ts, gpu.plan_for(ts))
+    assert v is not None and v.status == "skip" and "time-slicing" in v.reason
+    mig = gpu.discover([node("mig", capacity={"nvidia.com/mig-1g.10gb": "7"})])[0]
+    assert "MIG" in gpu.pair_applicable(mig, gpu.plan_for(mig)).reason
+
+
+def test_pair_pods_broken_names_the_pod():
+    assert gpu.pair_pods_broken("gpu-1", [], []) is None
+    v = gpu.pair_pods_broken("gpu-1", ["gpu-pair-b: Insufficient nvidia.com/gpu"])
+    assert v is not None and v.status == "fail" and "gpu-pair-b" in v.observed and v.expected == "both Running"
+    v = gpu.pair_pods_broken("gpu-1", [], ["gpu-pair-a: exec failed"])
+    assert v is not None and v.status == "fail" and "--gpu-probe-image" in v.fix
 
 
 def test_exclusive_gpu_sees_the_card_and_has_no_slice_to_exceed():
@@ -209,7 +265,7 @@ def test_time_slicing_is_reported_not_failed():
     out = probe("nvidia-exclusive")
     for fn in (gpu.visible_memory, gpu.over_slice_fails):
         v = fn(out, plan)
-        assert v.status == "skip" and "time-slicing" in v.reason and "no memory" in v.reason and not v.needs_cuda
+        assert v.status == "skip" and "time-slicing" in v.reason and "no memory" in v.reason and v.requires is None
 
 
 def test_two_pods_on_one_gpu():

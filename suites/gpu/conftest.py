@@ -1,6 +1,8 @@
 """GPU area fixtures: the GPU nodes, the node the pod checks use, and a probe pod on it."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from clusterproof import gpu, runid
@@ -27,7 +29,7 @@ def gpu_target(gpu_nodes) -> gpu.GpuNode | None:
 
 
 @pytest.fixture(scope="module")
-def gpu_pod(request, core_v1, namespace, gpu_target) -> ProbePod | None:
+def gpu_pod(request, core_v1, namespace, gpu_target) -> Iterator[ProbePod | None]:
     """One probe pod asking for one GPU (and a slice on HAMi) on the target node, probed once."""
     if gpu_target is None:
         yield None
