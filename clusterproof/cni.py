@@ -1,12 +1,14 @@
 """Which CNI a cluster runs, where its pod addresses come from, and whether those sources agree.
 
 Pure functions over API objects (kubernetes client models or anything shaped like them) and host
-file texts, so they are unit-tested without a cluster; `detect_cni(api_client)` and
-`gather_cidr_sources(api_client)` are the two thin wrappers that read the API.
+file texts, so they are unit-tested without a cluster; `detect_from_api(api_client, nodes)` and
+`gather_cidr_sources(api_client, nodes)` are the two thin wrappers that read the API.
 
-- `detect(daemonsets, host_configs=None) -> Detection`: the CNI's name ("calico", "cilium",
-  "flannel", "weave", "kube-router", ..., "bridge" from a config file, or "unknown"), the agent
-  DaemonSets that run it, and what told us.
+- `detect(daemonsets, host_configs=None, nodes=()) -> Detection`: the project's one CNI detector.
+  The CNI's name ("calico", "cilium", "flannel", "weave", "kube-router", ..., "bridge" from a
+  config file, or "unknown") and display title, the agent DaemonSets that run it, and what told
+  us: agent DaemonSets first, then the nodes' annotations, then the hosts' CNI configs. The run's
+  snapshot carries its result (`ClusterFacts.cni_detection`; `.cni` is its title).
 - `parse_config_dir(files) -> ConfigDir`: the network config the runtime loads from /etc/cni/net.d
   (the first valid file by name, as containerd and CRI-O choose it) and the problems found.
 - `cidr_disagreements(sources, node_cidrs)`: rows where kubeadm-config `podSubnet`, the
@@ -39,6 +41,28 @@ KNOWN: list[tuple[str, tuple[str, ...]]] = [
     ("aws-vpc-cni", ("aws-node", "amazon-k8s-cni")),
     ("azure-cni", ("azure-cns", "azure-vnet")),
 ]
+# (name, words in a Node annotation key the CNI writes), for CNIs whose agents we cannot see (no RBAC,
+# an unusual DaemonSet name). Calico and flannel annotations together are canal.
+NODE_HINTS: list[tuple[str, tuple[str, ...]]] = [
+    ("cilium", ("cilium",)),
+    ("calico", ("projectcalico.org",)),
+    ("flannel", ("flannel.alpha.coreos.com", "flannel")),
+    ("weave", ("weave",)),
+    ("kube-router", ("kube-router",)),
+    ("antrea", ("antrea",)),
+    ("kube-ovn", ("ovn.kubernetes.io",)),
+    ("ovn-kubernetes", ("k8s.ovn.org",)),
+    ("kindnet", ("kindnet",)),
+]
+# Meta-plugins that delegate to a real CNI: reported among the others, never as the CNI.
+META = {"multus": ("multus",)}
+# How the report names each CNI.
+TITLES = {
+    "cilium": "Cilium", "canal": "Canal", "calico": "Calico", "flannel": "Flannel", "weave": "Weave Net",
+    "kube-router": "kube-router", "antrea": "Antrea", "kube-ovn": "Kube-OVN", "ovn-kubernetes": "OVN-Kubernetes",
+    "kindnet": "kindnet", "aws-vpc-cni": "Amazon VPC CNI", "azure-cni": "Azure CNI", "bridge": "bridge",
+    "ptp": "ptp", "macvlan": "macvlan", "ipvlan": "ipvlan", "multus": "Multus",
+}
 # CNI config plugin types -> the CNI's name.
 CONFIG_TYPES = {
     "calico": "calico", "flannel": "flannel", "cilium-cni": "cilium", "weave-net": "weave",
@@ -68,7 +92,21 @@ class Detection:
     name: str                                            # e.g. "calico", "bridge", "unknown"
     agents: list[str] = field(default_factory=list)      # "namespace/name" of its agent DaemonSets
     evidence: list[str] = field(default_factory=list)    # one line per thing that told us
-    others: list[str] = field(default_factory=list)      # other CNIs seen (e.g. a leftover flannel)
+    others: list[str] = field(default_factory=list)      # other CNIs seen (e.g. a leftover flannel, multus)
+
+    @property
+    def known(self) -> bool:
+        return self.name != "unknown"
+
+    @property
+    def title(self) -> str | None:
+        """The CNI's display name ("Calico", "Weave Net", ...); None when not detected."""
+        return TITLES.get(self.name, self.name) if self.known else None
+
+    def text(self) -> str:
+        """Evidence text: what was detected and what said so."""
+        return f"detected: {self.name}\n" + "\n".join(self.evidence) + \
+            (f"\nalso seen: {', '.join(self.others)}" if self.others else "")
 
 
 def _words(ds: Any) -> str:
@@ -81,16 +119,45 @@ def _words(ds: Any) -> str:
     return " ".join(parts).lower()
 
 
-def detect(daemonsets: Iterable[Any], host_configs: dict[str, ConfigDir] | None = None) -> Detection:
-    """Name the CNI from agent DaemonSets (all namespaces) and, when given, the hosts' CNI configs."""
+def _annotations(node: Any) -> tuple[str, dict[str, str]]:
+    """(name, annotations) of a NodeFacts or a V1Node."""
+    ann = getattr(node, "annotations", None)
+    if isinstance(ann, dict):
+        return str(getattr(node, "name", "")), ann
+    return str(_get(node, "metadata", "name") or ""), dict(_get(node, "metadata", "annotations") or {})
+
+
+def _by_annotations(nodes: Iterable[Any]) -> dict[str, list[str]]:
+    """CNI name -> evidence lines ("node n1 annotation projectcalico.org/IPv4Address")."""
     found: dict[str, list[str]] = {}
+    for node in nodes:
+        name, ann = _annotations(node)
+        for key in sorted(ann):
+            low = key.lower()
+            for cni_name, hints in NODE_HINTS:
+                if any(h in low for h in hints):
+                    found.setdefault(cni_name, []).append(f"node {name} annotation {key}")
+                    break
+    if "calico" in found and "flannel" in found:
+        found["canal"] = found.pop("calico") + found.pop("flannel")
+    return found
+
+
+def detect(daemonsets: Iterable[Any] = (), host_configs: dict[str, ConfigDir] | None = None,
+           nodes: Iterable[Any] = ()) -> Detection:
+    """Name the CNI from agent DaemonSets (all namespaces), else the nodes' annotations, else the hosts' configs."""
+    found: dict[str, list[str]] = {}
+    meta: set[str] = set()
     for ds in daemonsets:
         words = _words(ds)
+        ref = f"{_get(ds, 'metadata', 'namespace')}/{_get(ds, 'metadata', 'name')}"
         for name, keys in KNOWN:
             if any(k in words for k in keys):
-                ref = f"{_get(ds, 'metadata', 'namespace')}/{_get(ds, 'metadata', 'name')}"
                 found.setdefault(name, []).append(ref)
                 break
+        else:
+            meta.update(m for m, keys in META.items() if any(k in words for k in keys))
+    by_node = _by_annotations(nodes)
     by_config: dict[str, list[str]] = {}
     for node, cfg in sorted((host_configs or {}).items()):
         if cfg.loaded and cfg.cni:
@@ -98,28 +165,35 @@ def detect(daemonsets: Iterable[Any], host_configs: dict[str, ConfigDir] | None 
     order = [n for n, _ in KNOWN]
     if found:
         name = min(found, key=order.index)
-        ev = [f"DaemonSet {ref}" for ref in found[name]]
-        if name in by_config:
-            ev += by_config[name]
-        others = sorted(set(found) - {name})
+        ev = [f"DaemonSet {ref}" for ref in found[name]] + by_node.get(name, [])[:3] + by_config.get(name, [])
+        others = sorted((set(found) | set(by_node) | set(by_config) | meta) - {name})
         return Detection(name, list(found[name]), ev, others)
+    if by_node:
+        name = max(by_node, key=lambda n: len(by_node[n]))
+        others = sorted((set(by_node) | set(by_config) | meta) - {name})
+        return Detection(name, [], by_node[name][:5] + by_config.get(name, []), others)
     if by_config:
         name = max(by_config, key=lambda n: len(by_config[n]))
-        return Detection(name, [], by_config[name], sorted(set(by_config) - {name}))
-    return Detection("unknown", [], ["no known CNI agent DaemonSet in any namespace"
-                                     + ("" if host_configs else "; host CNI configs not read")])
+        return Detection(name, [], by_config[name], sorted((set(by_config) | meta) - {name}))
+    return Detection("unknown", [], ["no known CNI agent DaemonSet in any namespace, no CNI annotation on any node"
+                                     + ("" if host_configs else "; host CNI configs not read")], sorted(meta))
 
 
-def detect_cni(api_client: Any, host_configs: dict[str, ConfigDir] | None = None) -> str:
-    """The cluster's CNI name for the report header ("calico", ..., "unknown"); never raises on API errors."""
+def detect_from_api(api_client: Any, nodes: Iterable[Any] = ()) -> Detection:
+    """`detect` over every DaemonSet in the cluster and the given nodes; an API error is kept as evidence."""
     from kubernetes import client
 
     try:
         dss = client.AppsV1Api(api_client).list_daemon_set_for_all_namespaces(
             _request_timeout=timeouts.get("api")).items
-    except Exception:
-        dss = []
-    return detect(dss, host_configs).name
+        err = None
+    except Exception as exc:  # RBAC, a flaky API server: detection is best effort, the node hints still count
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        dss, err = [], f"cannot list DaemonSets: {type(exc).__name__}: {first}"
+    got = detect(dss, None, nodes)
+    if err:
+        got.evidence.insert(0, err)
+    return got
 
 
 # ------------------------------------------------------------------ CNI config on a host
@@ -318,8 +392,12 @@ def pod_ip_violations(pods: Iterable[Any], cni: str, sources: dict[str, list[str
     return rows, rule, judged
 
 
-def gather_cidr_sources(api_client: Any) -> tuple[dict[str, list[str]], dict[str, list[str]], list[str]]:
-    """(cluster-wide sources, node podCIDRs, evidence lines) read from the API; a missing source is left out."""
+def gather_cidr_sources(api_client: Any, nodes: Iterable[Any]) -> tuple[dict[str, list[str]], dict[str, list[str]],
+                                                                        list[str]]:
+    """(cluster-wide sources, node podCIDRs, evidence lines) read from the API; a missing source is left out.
+
+    `nodes` are the run's nodes (NodeFacts, with `name` and `pod_cidrs`): they are not listed again.
+    """
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -355,9 +433,6 @@ def gather_cidr_sources(api_client: Any) -> tuple[dict[str, list[str]], dict[str
         if cidrs:
             sources["Calico IPPool"] = cidrs
         break
-    node_cidrs: dict[str, list[str]] = {}
-    for n in core.list_node(_request_timeout=t).items:
-        assert n.metadata is not None and n.metadata.name is not None   # the API server names every Node
-        node_cidrs[n.metadata.name] = node_pod_cidrs(n)
+    node_cidrs = {n.name: list(n.pod_cidrs) for n in nodes}
     ev.append("node podCIDRs: " + ", ".join(f"{k}={v}" for k, v in sorted(node_cidrs.items())))
     return sources, node_cidrs, ev

@@ -5,11 +5,16 @@ import os
 import socket
 import time
 import uuid
+from typing import Any
+
+import pytest
 
 LABEL_OWNED = "clusterproof.io/owned"
 LABEL_RUN = "clusterproof.io/run"
 ANNOTATION_HOLDER = "clusterproof.io/holder"
 STALE_AFTER_S = 3600
+# The run's id in config.stash: one per process, or the controller's under xdist (workerinput).
+RUN_KEY = pytest.StashKey[dict[str, str]]()
 
 
 def new_run() -> dict[str, str]:
@@ -17,17 +22,17 @@ def new_run() -> dict[str, str]:
             "holder": f"{socket.gethostname()}:{os.getpid()}"}
 
 
-def get(config) -> dict[str, str]:
+def get(config: Any) -> dict[str, str]:
     """This run's id and holder: from the controller when under xdist."""
     wi = getattr(config, "workerinput", None)
     if wi and "clusterproof_run" in wi:
         return wi["clusterproof_run"]
-    if not hasattr(config, "_clusterproof_run"):
-        config._clusterproof_run = new_run()
-    return config._clusterproof_run
+    if RUN_KEY not in config.stash:
+        config.stash[RUN_KEY] = new_run()
+    return config.stash[RUN_KEY]
 
 
-def worker(config) -> str:
+def worker(config: Any) -> str:
     """xdist's worker id (gw0, ...), or "main": the suite runs with or without xdist."""
     return getattr(config, "workerinput", {}).get("workerid", "main")
 

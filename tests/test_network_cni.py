@@ -87,7 +87,7 @@ def test_cidr_sources_parse() -> None:
     assert cni.kubeadm_pod_subnet(KUBEADM) == ["10.244.0.0/16"]
     assert cni.kubeadm_pod_subnet(None) == []
     assert cni.controller_manager_cidr([kcm_pod("10.244.0.0/16,fd00::/56")]) == ["10.244.0.0/16", "fd00::/56"]
-    pools = [{"spec": {"cidr": "192.168.0.0/16"}}, {"spec": {"cidr": "10.9.0.0/16", "disabled": True}}]
+    pools: list[dict] = [{"spec": {"cidr": "192.168.0.0/16"}}, {"spec": {"cidr": "10.9.0.0/16", "disabled": True}}]
     assert cni.calico_pools(pools) == ["192.168.0.0/16"]
     n = client.V1Node(metadata=client.V1ObjectMeta(name="a"), spec=client.V1NodeSpec(pod_cidr="10.244.1.0/24"))
     assert cni.node_pod_cidrs(n) == ["10.244.1.0/24"]

@@ -6,18 +6,24 @@ fully qualified name when the probe image has no python3. An answer with the wro
 "no such name", is a failure and never retried; only inconclusive lookups (exec transport errors, no
 output, no answer from the DNS server at all) are repeated for a bounded time.
 When the cluster DNS Service has no ready endpoints at all, NODE-006 owns the finding and these
-checks skip with a pointer instead of failing twice.
+checks skip blaming it instead of failing twice; NotReady nodes (NODE-001's finding) get no probe
+pod and are named in the verdict.
 """
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from clusterproof import pods, timeouts
-from clusterproof.checks import evidence, require
+from clusterproof.checks import apply, evidence, skip
+from clusterproof.facts import ClusterFacts
+from clusterproof.verdict import Verdict
+from fixtures.workloads import unready_owner
 
 pytestmark = pytest.mark.slow
 
@@ -103,21 +109,38 @@ def target(workloads: pods.Workloads, node_probes: dict[str, str]) -> dict:
             "spec": {"type": "ClusterIP", "selector": {"clusterproof.io/node-index": "0"},
                      "ports": [{"name": "http", "port": 80, "targetPort": pods.SERVE_PORT}]}}
     workloads.create(body)
-    svc = workloads.core_v1.read_namespaced_service(SERVICE, workloads.namespace, _request_timeout=timeouts.get("api"))
+    svc: Any = workloads.core_v1.read_namespaced_service(SERVICE, workloads.namespace,
+                                                         _request_timeout=timeouts.get("api"))
     return {"name": SERVICE, "ip": svc.spec.cluster_ip, "pod": first}
 
 
-def _need_dns(dns_service: dict) -> None:
+def _need_dns(dns_service: dict, node_probes: dict[str, str], cluster: ClusterFacts) -> list[str]:
+    """Skip, blaming the check that owns it, when no lookup can run; else the nodes left out (NotReady)."""
     evidence("kubectl -n kube-system get svc,endpointslices -l k8s-app=kube-dns", dns_service["text"])
     if not dns_service["ready"]:
-        pytest.skip(f"the cluster DNS has no ready endpoints ({dns_service['text']}); NODE-006 reports why")
+        skip(f"the cluster DNS has no ready endpoints ({dns_service['text']}); NODE-006 reports why", blames="NODE-006")
+    left_out = cluster.left_out(node_probes)
+    if left_out:
+        evidence("nodes without a probe pod (NotReady: NODE-001 reports them)", "\n".join(left_out))
+    if not node_probes:
+        owner = unready_owner(cluster.not_ready_nodes)
+        skip(f"no Ready node to run a pod on ({'; '.join(left_out) or 'no nodes'}); {owner} reports why",
+             blames=owner)
+    return left_out
+
+
+def _verdict(rows: list[str], subject: str, expected: str, fix: str, checked: int, left_out: list[str]) -> Verdict:
+    if rows:
+        return Verdict.failed(subject, expected, "; ".join(rows[:3]), fix, rows)
+    return Verdict.passed(subject, expected, f"resolved from {checked} node(s)"
+                          + (f"; not checked: {'; '.join(left_out)}" if left_out else ""))
 
 
 def _resolve_everywhere(core_v1, namespace: str, node_probes: dict[str, str], name: str, fqdn: str,
                         want: str) -> tuple[list[str], list[str]]:
     rows, lines = [], []
     for node, pod in sorted(node_probes.items()):
-        got = pods.conclusive(lambda pod=pod: lookup(core_v1, namespace, pod, name, fqdn),
+        got = pods.conclusive(functools.partial(lookup, core_v1, namespace, pod, name, fqdn),
                               timeout=timeouts.get("endpoints") / 2)
         evidence(f"pod {namespace}/{pod} on {node}: getaddrinfo({name})", got.evidence)
         line = f"{node} ({pod}): {name} -> {', '.join(got.addresses) or got.outcome + ': ' + got.detail}"
@@ -131,29 +154,25 @@ def _resolve_everywhere(core_v1, namespace: str, node_probes: dict[str, str], na
 
 @pytest.mark.check("DNS-001")
 def test_kubernetes_default_resolves(dns_service: dict, node_probes: dict[str, str], workloads: pods.Workloads,
-                                     core_v1) -> None:
-    """`kubernetes.default` MUST resolve, from a pod on every Ready node, to the kubernetes Service's ClusterIP."""
-    _need_dns(dns_service)
-    if not node_probes:
-        pytest.skip("no Ready node to run a pod on; NODE-001 reports why")
+                                     core_v1, cluster: ClusterFacts) -> None:
+    """The short name goes through the probe pod's resolv.conf search path, as any workload's lookup does."""
+    left_out = _need_dns(dns_service, node_probes, cluster)
     t = timeouts.get("api")
     want = core_v1.read_namespaced_service("kubernetes", "default", _request_timeout=t).spec.cluster_ip
     rows, lines = _resolve_everywhere(core_v1, workloads.namespace, node_probes, "kubernetes.default",
                                       "kubernetes.default.svc.cluster.local", want)
     evidence("lookups", f"expected {want} (Service default/kubernetes)\n" + "\n".join(lines))
-    require(not rows, "name kubernetes.default", f"{want} (ClusterIP of default/kubernetes) from every node",
-            "; ".join(rows), f"check the CoreDNS pods and logs (kubectl -n kube-system logs -l k8s-app=kube-dns), "
-            f"kube-proxy on the failing node(s) (the DNS ClusterIP {dns_service.get('ip')} must reach CoreDNS), "
-            "and the kubelet's --cluster-dns/--cluster-domain", rows=rows)
+    apply(_verdict(rows, "name kubernetes.default", f"{want} (ClusterIP of default/kubernetes) from every Ready node",
+                   "check the CoreDNS pods and logs (kubectl -n kube-system logs -l k8s-app=kube-dns), "
+                   f"kube-proxy on the failing node(s) (the DNS ClusterIP {dns_service.get('ip')} must reach "
+                   "CoreDNS), and the kubelet's --cluster-dns/--cluster-domain", len(node_probes), left_out))
 
 
 @pytest.mark.check("DNS-002")
 def test_service_name_resolves(dns_service: dict, node_probes: dict[str, str], workloads: pods.Workloads,
-                               target: dict, core_v1) -> None:
-    """A Service's name MUST resolve, from a pod on every Ready node, to that Service's ClusterIP."""
-    _need_dns(dns_service)
-    if not node_probes:
-        pytest.skip("no Ready node to run a pod on; NODE-001 reports why")
+                               target: dict, core_v1, cluster: ClusterFacts) -> None:
+    """Looks up a Service of this module by its short name (search path) and by its absolute name."""
+    left_out = _need_dns(dns_service, node_probes, cluster)
     ns = workloads.namespace
     rows, lines = [], []
     # The short name goes through the pod's search path; the absolute name (trailing dot) does not.
@@ -163,6 +182,7 @@ def test_service_name_resolves(dns_service: dict, node_probes: dict[str, str], w
         rows += [f"{name}: {x}" for x in r]
         lines += ln
     evidence("lookups", f"expected {target['ip']} (Service {ns}/{target['name']})\n" + "\n".join(lines))
-    require(not rows, f"Service name {target['name']} (namespace {ns})", f"{target['ip']} from every node",
-            "; ".join(rows[:3]), "check CoreDNS can list Services (its ClusterRole and logs: kubectl -n kube-system "
-            "logs -l k8s-app=kube-dns) and the pods' resolv.conf search path (kubelet --cluster-domain)", rows=rows)
+    apply(_verdict(rows, f"Service name {target['name']} (namespace {ns})", f"{target['ip']} from every Ready node",
+                   "check CoreDNS can list Services (its ClusterRole and logs: kubectl -n kube-system logs "
+                   "-l k8s-app=kube-dns) and the pods' resolv.conf search path (kubelet --cluster-domain)",
+                   len(node_probes), left_out))
