@@ -283,7 +283,8 @@ def embed(doc: dict) -> str:
 # ---------------------------------------------------------------- JUnit
 
 def render_junit(run: RunResult, digest_value: str = "") -> str:
-    """junit.xml: one testsuite per area, one testcase per target (classname = check ID, name = test node id).
+    """junit.xml: one testsuite per area, one testcase per target (classname = check ID, name = the test's
+    name with its target, as pytest writes it, file = its module).
 
     A warned check is a passing testcase with a <system-out> note (CI should not go red on a WARN);
     failures carry expected/observed/fix as the message and the rows as text."""
@@ -297,7 +298,8 @@ def render_junit(run: RunResult, digest_value: str = "") -> str:
                               time=f"{sum(t.duration for t in a.targets):.3f}")
         for check in a.checks:
             for t in check.targets:
-                case = ET.SubElement(suite, "testcase", classname=check.id or a.name, name=t.nodeid,
+                case = ET.SubElement(suite, "testcase", classname=check.id or a.name,
+                                     name=t.nodeid.split("::")[-1], file=t.nodeid.split("::")[0],
                                      time=f"{t.duration:.3f}")
                 vd = t.verdict
                 text = vd.message if vd is not None and vd.status != "pass" else t.message
