@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .nodes import is_ready as node_ready
 from .pods import HttpResult, is_ready, pod_problem
 from .verdict import Verdict
 
@@ -21,17 +20,18 @@ HELLO_RE = re.compile(r"^Hello .+!\s*\nHostname: (\S+)", re.MULTILINE)
 # ------------------------------------------------------------------ setup facts
 
 def ready_nodes(nodes: Iterable[Any]) -> tuple[dict[str, str], list[str]]:
-    """Ready nodes (name -> InternalIP) of the cluster snapshot (NodeFacts), and the others' names.
+    """Ready nodes (name -> InternalIP) of the cluster snapshot (NodeFacts), and a row for each node left out.
 
-    A node NotReady or without an InternalIP gets no probe pods: the NODE checks own that.
+    A node NotReady or without an InternalIP (`NodeFacts.problem`) gets no probe pods: the NODE checks
+    own that. The rows say why: `n2: Ready=False (KubeletNotReady: ...)`.
     """
-    ready, skipped = {}, []
+    ready, left_out = {}, []
     for n in nodes:
-        if node_ready(n.raw) and n.internal_ip:
+        if n.ready and n.internal_ip:
             ready[n.name] = n.internal_ip
         else:
-            skipped.append(n.name)
-    return ready, skipped
+            left_out.append(f"{n.name}: {n.problem or 'not Ready'}")
+    return ready, left_out
 
 
 def rollout_text(d: Any) -> str:
@@ -157,15 +157,21 @@ def judge_rollout(deployment: str, error: str | None, ready: dict[str, tuple[str
         f"{p} on {node}" for p, (_, node) in sorted(ready.items())))
 
 
-def judge_probes(subject: str, results: list[tuple[str, HttpResult]], expected: str, fix: str) -> Verdict:
-    """APP-002/003/004: every probe (a source label and what it saw) got a hello-python answer."""
+def judge_probes(subject: str, results: list[tuple[str, HttpResult]], expected: str, fix: str,
+                 left_out: Iterable[str] = ()) -> Verdict:
+    """APP-002/003/004: every probe (a source label and what it saw) got a hello-python answer.
+
+    `left_out`: rows for the nodes that got no probe pod (`ready_nodes`), named when no probe ran.
+    """
     bad = []
     for label, res in results:
         ok, text, _ = answer(res)
         if not ok:
             bad.append(f"{label} -> {res.url}: {text}")
     if not results:
-        return Verdict.errored(subject, "no probe ran (no Ready node with a probe pod)")
+        skipped = "; ".join(left_out)
+        return Verdict.errored(subject, "no probe ran (no Ready node with a probe pod"
+                               + (f"; left out: {skipped})" if skipped else ")"))
     if bad:
         return Verdict.failed(subject, expected, f"{len(bad)} of {len(results)} probes failed", fix, rows=bad)
     return Verdict.passed(subject, expected, f"{len(results)} of {len(results)} probes answered")

@@ -1,18 +1,20 @@
 """Pure rules about a node's container runtime (CRI): which socket, its Version/Status answers, dockershim.
 
 The checks in suites/runtime gather (file types, `crictl version`, `crictl info -o json` over the
-host transport, and the Node object) and apply the `judge_*` verdicts; nothing here reaches a host.
+host transport, and the node from the run's snapshot, a `facts.NodeFacts`) and apply the `judge_*`
+verdicts; nothing here reaches a host. The node's cri-socket annotation, runtime and kubelet version
+are read through NodeFacts (`cri_socket`, `runtime`, `kubelet`), versions with `kube.parse_*`.
 """
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from .facts import CRI_SOCKET_ANNOTATION, NodeFacts
+from .kube import parse_runtime
 from .verdict import Verdict
 
-ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket"
 # Where containerd, CRI-O and cri-dockerd put their sockets (kubeadm's own detection list).
 KNOWN_SOCKETS = ("/run/containerd/containerd.sock", "/var/run/containerd/containerd.sock", "/run/crio/crio.sock",
                  "/var/run/crio/crio.sock", "/run/cri-dockerd.sock", "/var/run/cri-dockerd.sock")
@@ -32,16 +34,6 @@ class Answer(Protocol):
 
 
 @dataclass(frozen=True)
-class NodeRuntime:
-    """What the Node object says about its runtime."""
-
-    name: str
-    annotation: str          # the cri-socket annotation, "" when absent
-    runtime_version: str     # status.nodeInfo.containerRuntimeVersion, e.g. containerd://2.1.4
-    kubelet_version: str
-
-
-@dataclass(frozen=True)
 class Socket:
     """The CRI socket chosen for a host: its path (None: none found), where the name came from, its file type."""
 
@@ -50,23 +42,15 @@ class Socket:
     kind: str
 
 
-def node_runtime(node: Any) -> NodeRuntime:
-    """NodeRuntime from a V1Node."""
-    info = node.status.node_info
-    return NodeRuntime(node.metadata.name, (node.metadata.annotations or {}).get(ANNOTATION, ""),
-                       info.container_runtime_version or "", info.kubelet_version or "")
+def socket_candidates(named: str | None) -> list[str]:
+    """The paths to look at: the socket the node names (`NodeFacts.cri_socket`), else the known runtime sockets."""
+    return [named] if named else list(KNOWN_SOCKETS)
 
 
-def socket_candidates(annotation: str) -> list[str]:
-    """The paths to look at: the annotated socket, else the known runtime sockets."""
-    return [re.sub(r"^unix://", "", annotation)] if annotation else list(KNOWN_SOCKETS)
-
-
-def choose_socket(annotation: str, types: dict[str, str]) -> Socket:
-    """The socket from the file types of `socket_candidates(annotation)` (path -> socket|regular|missing|...)."""
-    if annotation:
-        path = socket_candidates(annotation)[0]
-        return Socket(path, f"node annotation {ANNOTATION}={annotation}", types.get(path, "missing"))
+def choose_socket(named: str | None, types: dict[str, str]) -> Socket:
+    """The socket from the file types of `socket_candidates(named)` (path -> socket|regular|missing|...)."""
+    if named:
+        return Socket(named, f"node annotation {CRI_SOCKET_ANNOTATION}", types.get(named, "missing"))
     found = next((p for p in KNOWN_SOCKETS if types.get(p) == "socket"), None)
     return Socket(found, "the known containerd/CRI-O/cri-dockerd paths", "socket" if found else "missing")
 
@@ -76,7 +60,7 @@ def judge_socket(host: str, sock: Socket) -> Verdict:
     if sock.path is None:
         return Verdict.failed(f"CRI socket on {host}", f"a socket at one of {', '.join(KNOWN_SOCKETS)}",
                               "none of them exists", "start the container runtime (systemctl enable --now "
-                              f"containerd) or set the node annotation {ANNOTATION}=unix:///path/to/runtime.sock")
+                              f"containerd) or set the node annotation {CRI_SOCKET_ANNOTATION}=unix:///path/to/runtime.sock")
     if sock.kind != "socket":
         return Verdict.failed(f"CRI socket {sock.path} on {host}", f"a Unix socket (named by {sock.source})",
                               sock.kind, "restart the container runtime so it recreates its socket "
@@ -138,17 +122,11 @@ def runtime_version(version: Answer) -> str | None:
     return f"{name}://{ver}" if name else None
 
 
-def same_runtime(cri: str, node: str) -> bool:
-    """The kubelet reports name://<generic version>: 1.6.20~ds1 on the socket is 1.6.20 on the node."""
-    def split(v: str) -> tuple[str, str]:
-        name, _, ver = v.partition("://")
-        m = re.match(r"v?(\d+(?:\.\d+)*)", ver)
-        return name, m.group(1) if m else ver
-    return split(cri) == split(node)
+def judge_runtime_matches(host: str, node: NodeFacts | None, cri: str | None, sock: str) -> Verdict:
+    """CRI-003: the runtime on the socket is the one the node reports in status.nodeInfo.containerRuntimeVersion.
 
-
-def judge_runtime_matches(host: str, node: NodeRuntime | None, cri: str | None, sock: str) -> Verdict:
-    """CRI-003: the runtime on the socket is the one the node reports in status.nodeInfo.containerRuntimeVersion."""
+    Compared as `kube.parse_runtime` releases: 1.6.20~ds1 on the socket is 1.6.20 on the node.
+    """
     if node is None:
         return Verdict.skipped(f"{host} is not a known node; run with --kubeconfig (and nodes as hosts) to compare")
     if cri is None:
@@ -156,27 +134,22 @@ def judge_runtime_matches(host: str, node: NodeRuntime | None, cri: str | None, 
                                blames="CRI-002")
     subject, expected = f"container runtime of node {node.name}", f"{node.runtime_version} (node status)"
     observed = f"{cri} (CRI Version on unix://{sock})"
-    if not same_runtime(cri, node.runtime_version):
+    if parse_runtime(cri) != node.runtime:
         return Verdict.failed(subject, expected, observed,
                               "restart the kubelet so it reports the runtime it talks to (systemctl restart kubelet), "
                               "and check its containerRuntimeEndpoint names this socket")
     return Verdict.passed(subject, expected, observed)
 
 
-def minor(version: str) -> tuple[int, int] | None:
-    m = re.match(r"v?(\d+)\.(\d+)", version or "")
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def judge_dockershim(host: str, node: NodeRuntime | None, sock: str | None) -> Verdict:
+def judge_dockershim(host: str, node: NodeFacts | None, sock: str | None) -> Verdict:
     """CRI-004: on Kubernetes >= 1.24 neither the annotation, the socket nor the runtime is dockershim."""
-    kubelet = minor(node.kubelet_version) if node else None
-    if node is not None and kubelet is not None and kubelet < DOCKERSHIM_REMOVED:
+    kubelet = node.kubelet if node else None
+    if node is not None and kubelet is not None and kubelet.minor_version < DOCKERSHIM_REMOVED:
         return Verdict.skipped(f"kubelet {node.kubelet_version} on {node.name} still has dockershim (removed in "
                                "1.24); this check applies from Kubernetes 1.24")
-    named = node.annotation if node else ""
-    found = [s for s in (named, sock or "") if DOCKERSHIM in s]
-    if node is not None and node.runtime_version.startswith("docker://") and not found \
+    named = (node.cri_socket if node else None) or ""
+    found = [s for s in dict.fromkeys((named, sock or "")) if DOCKERSHIM in s]
+    if node is not None and node.runtime.name == "docker" and not found \
             and "cri-dockerd" not in (sock or ""):
         found.append(f"runtime {node.runtime_version} without a cri-dockerd socket")
     subject, expected = f"runtime endpoint of {host}", \
@@ -184,5 +157,5 @@ def judge_dockershim(host: str, node: NodeRuntime | None, sock: str | None) -> V
     if found:
         return Verdict.failed(subject, expected, "; ".join(found),
                               "switch to containerd (or install cri-dockerd), then kubectl annotate node NODE "
-                              f"--overwrite {ANNOTATION}=unix:///run/containerd/containerd.sock")
+                              f"--overwrite {CRI_SOCKET_ANNOTATION}=unix:///run/containerd/containerd.sock")
     return Verdict.passed(subject, expected, sock or named or (node.runtime_version if node else "no socket found"))

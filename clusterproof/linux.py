@@ -1,12 +1,15 @@
 """Reading a Linux node's files: sysctl.d, modules-load.d, fstab, /proc/swaps, /proc/net/tcp, CNI configs.
 
-Pure functions over text, so both transports and the project's tests share one parser.
+Pure functions over text, so both transports and the project's tests share one parser. The CNI
+config files are read by `cni.parse_config_dir` (the project's one reader of /etc/cni/net.d); this
+module only asks whether the config it picks puts pods on a Linux bridge.
 """
 from __future__ import annotations
 
-import json
 import posixpath
 from dataclasses import dataclass
+
+from . import cni
 
 # systemd-sysctl's search path, highest precedence first; /etc/sysctl.conf is read last (procps).
 SYSCTL_DIRS = ["/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d", "/lib/sysctl.d"]
@@ -15,8 +18,14 @@ MODULES_DIRS = ["/etc/modules-load.d", "/run/modules-load.d", "/usr/local/lib/mo
                 "/usr/lib/modules-load.d", "/lib/modules-load.d"]
 MODULES_FILE = "/etc/modules"  # Debian's own list, read by systemd-modules-load through a symlink
 FILE_MARK = "### clusterproof-file "
-# The CNI plugin types that put pods on a Linux bridge (so bridged traffic must pass iptables).
-BRIDGE_CNI_TYPES = {"bridge", "flannel"}
+# The CNI plugin types that put pods on a Linux bridge (so bridged traffic must pass iptables and
+# br_netfilter matters): the reference `bridge` plugin (also what kube-router's and kubenet-style
+# configs name, on kube-bridge/cbr0), `flannel` (delegates to bridge, cni0), and Weave Net's
+# `weave-net` (pods on the `weave` bridge). Calico, Cilium, kindnet (ptp), Antrea/OVN (Open vSwitch),
+# macvlan and ipvlan put no Linux bridge between pods.
+BRIDGE_CNI_TYPES = ("bridge", "flannel", "weave-net")
+BRIDGE_CNI_TEXT = "bridge-based CNI (bridge, flannel), kube-router or Weave Net"
+CNI_CONFIG_GLOBS = [f"{cni.CONFIG_DIR}/*{ext}" for ext in cni.CONFIG_SUFFIXES]
 
 
 def dump_files_script(globs: list[str]) -> str:
@@ -125,44 +134,21 @@ def listening_ports(proc_net_tcp: str) -> set[int]:
     return ports
 
 
-def cni_plugin_types(files: dict[str, str]) -> dict[str, list[str]]:
-    """{config file: plugin types} for the .conf/.conflist/.json files in /etc/cni/net.d."""
-    result: dict[str, list[str]] = {}
-    for path, text in sorted(files.items()):
-        if not path.endswith((".conf", ".conflist", ".json")):
-            continue
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            result[path] = ["<unparseable>"]
-            continue
-        plugins = doc.get("plugins") if isinstance(doc, dict) else None
-        if isinstance(plugins, list):
-            result[path] = [str(p.get("type")) for p in plugins if isinstance(p, dict)]
-        elif isinstance(doc, dict):
-            result[path] = [str(doc.get("type"))]
-    return result
-
-
-def active_cni(files: dict[str, str]) -> tuple[str, list[str]] | None:
-    """The config the runtime uses: the first file by name (as libcni does), with its plugin types."""
-    types = cni_plugin_types(files)
-    if not types:
-        return None
-    first = sorted(types)[0]
-    return first, types[first]
-
-
 def cni_uses_bridge(files: dict[str, str]) -> tuple[bool | None, str]:
-    """(True/False, why) for whether pods sit on a Linux bridge; (None, why) when no CNI config exists."""
-    active = active_cni(files)
-    if active is None:
-        return None, "no CNI config in /etc/cni/net.d"
-    path, types = active
-    bridged = sorted(BRIDGE_CNI_TYPES.intersection(types))
+    """(True/False, why) for whether pods sit on a Linux bridge; (None, why) when no CNI config can be loaded.
+
+    Judged on the config the runtime loads, as `cni.parse_config_dir` picks it: the first valid file in
+    lexical order (as the kubelet/containerd, CRI-O and CNI-002 do); a bridge config after it is unused.
+    """
+    cfg = cni.parse_config_dir(files)
+    if cfg.loaded is None:
+        why = f"no CNI config in {cni.CONFIG_DIR}"
+        return None, why + (f" that the runtime can load ({'; '.join(cfg.problems)})" if files else "")
+    skipped = f"; skipped {'; '.join(cfg.problems)}" if cfg.problems else ""
+    bridged = [t for t in BRIDGE_CNI_TYPES if t in cfg.plugins]
     if bridged:
-        return True, f"{path} uses the {'/'.join(bridged)} plugin (a Linux bridge)"
-    return False, f"{path} uses {', '.join(types) or 'no plugin'} (no Linux bridge)"
+        return True, f"{cfg.loaded} uses the {'/'.join(bridged)} plugin (a Linux bridge){skipped}"
+    return False, f"{cfg.loaded} uses {', '.join(cfg.plugins)} (no Linux bridge){skipped}"
 
 
 # ------------------------------------------------------------------ asking a Host (either transport)
@@ -188,6 +174,4 @@ def read_files(host, globs: list[str], what: str) -> dict[str, str]:
 
 def bridge_cni(host) -> tuple[bool | None, str]:
     """Whether the host's CNI puts pods on a Linux bridge, and why (see cni_uses_bridge)."""
-    files = read_files(host, ["/etc/cni/net.d/*.conf", "/etc/cni/net.d/*.conflist", "/etc/cni/net.d/*.json"],
-                       "CNI configs")
-    return cni_uses_bridge(files)
+    return cni_uses_bridge(read_files(host, CNI_CONFIG_GLOBS, "CNI configs"))

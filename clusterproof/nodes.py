@@ -5,72 +5,33 @@ the `judge_*` functions return the check's Verdict (suites/nodes only gathers an
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from .facts import CONTROL_PLANE_KEYS, condition, is_control_plane, is_ready, network_not_ready, ready_text
+from .kube import parse_version
+from .pods import is_ready as pod_ready
 from .verdict import Verdict, worst
 
 # Taints the node lifecycle controller sets from conditions or cordon: the condition checks own them.
 LIFECYCLE_TAINT_PREFIX = "node.kubernetes.io/"
-CONTROL_PLANE_TAINTS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
-CONTROL_PLANE_LABELS = CONTROL_PLANE_TAINTS
+CONTROL_PLANE_TAINTS = CONTROL_PLANE_KEYS
 # The kubelet may be up to 3 minor versions older than the API server, never newer (version skew policy).
 KUBELET_MAX_MINORS_BEHIND = 3
-_NETWORK_NOT_READY = ("network plugin", "networkready=false", "cni ", "cni config", "networkpluginnotready")
-_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
-
-
-def minor_version(text: str) -> tuple[int, int] | None:
-    """(major, minor) of a Kubernetes version string such as v1.35.4, v1.30.2-eks-1, v1.29.3+k3s1."""
-    m = _VERSION.match((text or "").strip())
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def skew_problem(kubelet: str, server: str) -> str | None:
     """Why a kubelet version breaks the skew policy against the API server, or None when it is allowed."""
-    k, s = minor_version(kubelet), minor_version(server)
+    k, s = parse_version(kubelet), parse_version(server)
     if k is None or s is None:
         return f"cannot parse version (kubelet {kubelet!r}, server {server!r})"
-    if k[0] != s[0]:
-        return f"kubelet major {k[0]} differs from API server major {s[0]}"
-    if k[1] > s[1]:
+    if k.major != s.major:
+        return f"kubelet major {k.major} differs from API server major {s.major}"
+    if k.minor > s.minor:
         return f"kubelet {kubelet} is newer than the API server {server}"
-    if s[1] - k[1] > KUBELET_MAX_MINORS_BEHIND:
-        return (f"kubelet {kubelet} is {s[1] - k[1]} minor versions older than the API server {server} "
+    if s.minor - k.minor > KUBELET_MAX_MINORS_BEHIND:
+        return (f"kubelet {kubelet} is {s.minor - k.minor} minor versions older than the API server {server} "
                 f"(at most {KUBELET_MAX_MINORS_BEHIND} allowed)")
     return None
-
-
-def condition(node: Any, kind: str) -> Any:
-    """The node's condition of that type, or None."""
-    return next((c for c in (node.status.conditions or []) if c.type == kind), None)
-
-
-def is_ready(node: Any) -> bool:
-    c = condition(node, "Ready")
-    return c is not None and c.status == "True"
-
-
-def network_not_ready(node: Any) -> bool:
-    """NotReady because the runtime's network (CNI) is not ready: the CNI checks own that."""
-    c = condition(node, "Ready")
-    if c is None or c.status == "True":
-        return False
-    text = f"{c.reason or ''} {c.message or ''}".lower()
-    return any(k in text for k in _NETWORK_NOT_READY)
-
-
-def not_ready_text(node: Any) -> str:
-    c = condition(node, "Ready")
-    if c is None:
-        return "no Ready condition (kubelet never reported)"
-    return f"Ready={c.status} ({c.reason or 'no reason'}: {(c.message or '').strip()[:160]})"
-
-
-def is_control_plane(node: Any) -> bool:
-    labels = node.metadata.labels or {}
-    taints = node.spec.taints or []
-    return any(k in labels for k in CONTROL_PLANE_LABELS) or any(t.key in CONTROL_PLANE_TAINTS for t in taints)
 
 
 def blocking_taints(node: Any, include_lifecycle: bool = False) -> list[Any]:
@@ -138,10 +99,10 @@ def judge_ready(nodes: list[Any]) -> Verdict:
                                "network is not ready; CNI-002 reports that with its fix", blames="CNI-002")
     if own:
         return Verdict.failed(f"node(s) {', '.join(_name(n) for n in own)}", "Ready=True",
-                              "; ".join(f"{_name(n)} {not_ready_text(n)}" for n in own),
+                              "; ".join(f"{_name(n)} {ready_text(n)}" for n in own),
                               "on each node: systemctl status kubelet; journalctl -u kubelet -n 50; "
                               f"kubectl describe node {_name(own[0])}",
-                              rows=[f"{_name(n)}: {not_ready_text(n)}" for n in own])
+                              rows=[f"{_name(n)}: {ready_text(n)}" for n in own])
     return Verdict.passed(f"{len(nodes)} node(s)", "Ready=True", "all Ready")
 
 
@@ -235,7 +196,7 @@ def judge_coredns(deployments: list[Any], pods: list[Any]) -> Verdict:
         return Verdict.failed("kube-system/coredns", f"a Deployment labelled {COREDNS_SELECTOR}", "none",
                               "install CoreDNS (kubeadm init phase addon coredns)")
     unready = [f"{p.metadata.name} on {p.spec.node_name or 'no node'}: {p.status.phase}" for p in pods
-               if not any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+               if not pod_ready(p)]
     verdicts = []
     for d in deployments:
         want, have = d.spec.replicas or 0, d.status.available_replicas or 0
@@ -259,7 +220,7 @@ def judge_coredns(deployments: list[Any], pods: list[Any]) -> Verdict:
 
 def node_table(nodes: list[Any]) -> str:
     """One line per node: Ready condition, kubelet version, taints, cordon."""
-    return "\n".join(f"{_name(n)}: {not_ready_text(n)}; kubelet {n.status.node_info.kubelet_version}; "
+    return "\n".join(f"{_name(n)}: {ready_text(n)}; kubelet {n.status.node_info.kubelet_version}; "
                      f"taints {[taint_text(t) for t in n.spec.taints or []] or 'none'}; "
                      f"unschedulable={bool(n.spec.unschedulable)}" for n in nodes)
 

@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace
 
 from kubernetes import client
 
-from clusterproof import apps
+from clusterproof import apps, facts
 from clusterproof.pods import HttpResult
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 SERVICE = "cp-apps/hello-python"
 
 
-def v1node(ready: str = "True") -> client.V1Node:
-    return client.V1Node(metadata=client.V1ObjectMeta(name="x"), status=client.V1NodeStatus(
-        conditions=[client.V1NodeCondition(type="Ready", status=ready)]))
+def v1node(name: str = "x", ready: str = "True", reason: str = "KubeletReady", message: str = "",
+           ip: str | None = "10.0.0.1") -> client.V1Node:
+    return client.V1Node(
+        metadata=client.V1ObjectMeta(name=name), spec=client.V1NodeSpec(),
+        status=client.V1NodeStatus(
+            addresses=[client.V1NodeAddress(type="InternalIP", address=ip)] if ip else None,
+            conditions=[client.V1NodeCondition(type="Ready", status=ready, reason=reason, message=message)]))
 
 
 def deployment(replicas=4, ready=4, updated=4, available=4, pods=4, generation=2, observed=2, conditions=None):
@@ -45,11 +48,17 @@ def http(outcome="ok", body="Hello World!\nHostname: hello-1\n", detail="answere
     return HttpResult(outcome, body, detail, "pod ns/probe", url, "evidence")
 
 
-def test_ready_nodes_from_the_snapshot() -> None:
-    nodes = [SimpleNamespace(name="n1", internal_ip="10.0.0.1", raw=v1node()),
-             SimpleNamespace(name="n2", internal_ip="10.0.0.2", raw=v1node("False")),
-             SimpleNamespace(name="n3", internal_ip=None, raw=v1node())]
-    assert apps.ready_nodes(nodes) == ({"n1": "10.0.0.1"}, ["n2", "n3"])
+def test_ready_nodes_from_the_snapshot_say_why_a_node_is_left_out() -> None:
+    nodes = [facts.node_facts(v1node("n1")), facts.node_facts(v1node("n2", "False", "KubeletNotReady", "PLEG down")),
+             facts.node_facts(v1node("n3", ip=None))]
+    ready, left_out = apps.ready_nodes(nodes)
+    assert ready == {"n1": "10.0.0.1"}
+    assert left_out == ["n2: Ready=False (KubeletNotReady: PLEG down)", "n3: no InternalIP in status.addresses"]
+
+
+def test_judge_probes_names_the_left_out_nodes_when_none_was_probed() -> None:
+    v = apps.judge_probes("Service x", [], "answers", "fix", ["n2: Ready=False (KubeletNotReady: PLEG down)"])
+    assert v.status == "error" and "left out: n2: Ready=False (KubeletNotReady: PLEG down)" in v.message
 
 
 def test_rollout_complete() -> None:

@@ -1,4 +1,5 @@
-"""CRI rules (clusterproof.cri) on plain values: socket choice, Version/Status, runtime vs node, dockershim."""
+"""CRI rules (clusterproof.cri) on plain values and NodeFacts: socket choice, Version/Status, runtime vs node,
+dockershim."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,8 @@ import json
 import pytest
 from kubernetes import client
 
-from clusterproof import cri
+from clusterproof import cri, facts, kube
+from clusterproof.facts import CRI_SOCKET_ANNOTATION
 from clusterproof.hosts import Result
 
 HOST = "ssh://n1"
@@ -24,33 +26,39 @@ def info(runtime: bool | None = True, network: bool | None = True, reason: str =
     return ran(json.dumps({"status": {"conditions": conds}}))
 
 
-def runtime(kubelet="v1.35.4", version="containerd://1.7.20", annotation="") -> cri.NodeRuntime:
-    return cri.NodeRuntime("n1", annotation, version, kubelet)
+def runtime(kubelet="v1.35.4", version="containerd://1.7.20", annotation="") -> facts.NodeFacts:
+    """The NodeFacts of a real-shaped V1Node, as the run's snapshot holds it (`host_node`)."""
+    annotations = {CRI_SOCKET_ANNOTATION: annotation} if annotation else None
+    return facts.node_facts(client.V1Node(
+        metadata=client.V1ObjectMeta(name="n1", annotations=annotations),
+        spec=client.V1NodeSpec(),
+        status=client.V1NodeStatus(node_info=client.V1NodeSystemInfo(
+            kubelet_version=kubelet, container_runtime_version=version, architecture="", boot_id="",
+            kernel_version="", kube_proxy_version="", machine_id="", operating_system="", os_image="",
+            system_uuid=""))))
 
 
-def test_node_runtime_from_a_v1node() -> None:
-    n = client.V1Node(metadata=client.V1ObjectMeta(name="n1", annotations={cri.ANNOTATION: "unix:///run/x.sock"}),
-                      status=client.V1NodeStatus(node_info=client.V1NodeSystemInfo(
-                          kubelet_version="v1.35.4", container_runtime_version="containerd://2.1.4", architecture="",
-                          boot_id="", kernel_version="", kube_proxy_version="", machine_id="", operating_system="",
-                          os_image="", system_uuid="")))
-    assert cri.node_runtime(n) == cri.NodeRuntime("n1", "unix:///run/x.sock", "containerd://2.1.4", "v1.35.4")
+def test_socket_named_by_the_node() -> None:
+    named = runtime(annotation="unix:///run/x.sock")
+    assert named.cri_socket == "/run/x.sock"
+    assert cri.socket_candidates(named.cri_socket) == ["/run/x.sock"]
+    assert cri.socket_candidates(runtime().cri_socket) == list(cri.KNOWN_SOCKETS)
 
 
 def test_socket_choice() -> None:
-    assert cri.socket_candidates("unix:///run/crio/crio.sock") == ["/run/crio/crio.sock"]
-    assert cri.socket_candidates("") == list(cri.KNOWN_SOCKETS)
-    named = cri.choose_socket("unix:///run/crio/crio.sock", {"/run/crio/crio.sock": "regular"})
-    assert (named.path, named.kind) == ("/run/crio/crio.sock", "regular") and cri.ANNOTATION in named.source
+    assert cri.socket_candidates("/run/crio/crio.sock") == ["/run/crio/crio.sock"]
+    assert cri.socket_candidates(None) == list(cri.KNOWN_SOCKETS)
+    named = cri.choose_socket("/run/crio/crio.sock", {"/run/crio/crio.sock": "regular"})
+    assert (named.path, named.kind) == ("/run/crio/crio.sock", "regular") and CRI_SOCKET_ANNOTATION in named.source
     types = dict.fromkeys(cri.KNOWN_SOCKETS, "missing") | {"/var/run/crio/crio.sock": "socket"}
-    assert cri.choose_socket("", types) == cri.Socket("/var/run/crio/crio.sock",
+    assert cri.choose_socket(None, types) == cri.Socket("/var/run/crio/crio.sock",
                                                       "the known containerd/CRI-O/cri-dockerd paths", "socket")
-    assert cri.choose_socket("", dict.fromkeys(cri.KNOWN_SOCKETS, "missing")).path is None
+    assert cri.choose_socket(None, dict.fromkeys(cri.KNOWN_SOCKETS, "missing")).path is None
 
 
 def test_judge_socket() -> None:
-    assert cri.judge_socket(HOST, cri.choose_socket("", {SOCK: "socket"})).status == "pass"
-    none = cri.judge_socket(HOST, cri.choose_socket("", {}))
+    assert cri.judge_socket(HOST, cri.choose_socket(None, {SOCK: "socket"})).status == "pass"
+    none = cri.judge_socket(HOST, cri.choose_socket(None, {}))
     assert none.status == "fail" and none.message.startswith(
         f"CRI socket on {HOST}: expected a socket at one of /run/containerd/containerd.sock")
     file = cri.judge_socket(HOST, cri.Socket(SOCK, "the known paths", "regular"))
@@ -92,7 +100,10 @@ def test_judge_version_and_status() -> None:
     ("containerd://1.7.19", "containerd://1.7.20", False),
 ])
 def test_same_runtime(cri_version, node_version, same) -> None:
-    assert cri.same_runtime(cri_version, node_version) is same
+    """CRI-003 compares kube.parse_runtime releases: a distro suffix or a leading v is the same runtime."""
+    assert (kube.parse_runtime(cri_version) == kube.parse_runtime(node_version)) is same
+    verdict = cri.judge_runtime_matches(HOST, runtime(version=node_version), cri_version, SOCK)
+    assert verdict.status == ("pass" if same else "fail")
 
 
 def test_runtime_version_from_crictl() -> None:
@@ -116,7 +127,9 @@ def test_judge_dockershim() -> None:
     assert cri.judge_dockershim(HOST, runtime(), SOCK).status == "pass"
     assert cri.judge_dockershim(HOST, None, SOCK).status == "pass"
     shim = cri.judge_dockershim(HOST, runtime(annotation="unix:///var/run/dockershim.sock"), SOCK)
-    assert shim.status == "fail" and "dockershim.sock" in shim.observed and cri.ANNOTATION in shim.fix
+    assert shim.status == "fail" and shim.observed == "/var/run/dockershim.sock" and CRI_SOCKET_ANNOTATION in shim.fix
+    both = cri.judge_dockershim(HOST, runtime(annotation="unix:///var/run/dockershim.sock"), "/var/run/dockershim.sock")
+    assert both.status == "fail" and both.observed == "/var/run/dockershim.sock"    # one path, said once
     docker = cri.judge_dockershim(HOST, runtime(version="docker://24.0.7"), None)
     assert docker.status == "fail" and "without a cri-dockerd socket" in docker.observed
     assert cri.judge_dockershim(HOST, runtime(version="docker://24.0.7"), "/run/cri-dockerd.sock").status == "pass"

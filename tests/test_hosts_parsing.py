@@ -1,6 +1,8 @@
 """The host file parsers the checks rely on (pure functions; the real hosts are in test_hosts_ssh.py)."""
 from __future__ import annotations
 
+import pytest
+
 from clusterproof import linux
 
 
@@ -47,11 +49,54 @@ def test_listening_ports_from_proc_net_tcp():
     assert linux.listening_ports(text) == {10250}
 
 
+BRIDGE = '{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge","bridge":"cni0"},{"type":"portmap"}]}'
+CALICO = '{"cniVersion":"1.0.0","name":"c","plugins":[{"type":"calico"},{"type":"bandwidth"}]}'
+NET_D = "/etc/cni/net.d/"
+
+
 def test_cni_bridge_detection_uses_the_first_config():
-    bridge = '{"cniVersion":"1.0.0","name":"b","plugins":[{"type":"bridge"},{"type":"portmap"}]}'
-    calico = '{"cniVersion":"1.0.0","name":"c","plugins":[{"type":"calico"}]}'
-    assert linux.cni_uses_bridge({"/etc/cni/net.d/10-b.conflist": bridge, "/etc/cni/net.d/20-c.conflist": calico})[0]
-    assert linux.cni_uses_bridge({"/etc/cni/net.d/05-c.conflist": calico, "/etc/cni/net.d/10-b.conflist": bridge}) \
-        == (False, "/etc/cni/net.d/05-c.conflist uses calico (no Linux bridge)")
-    assert linux.cni_uses_bridge({"/etc/cni/net.d/10-flannel.conf": '{"type": "flannel"}'})[0] is True
+    assert linux.cni_uses_bridge({NET_D + "10-b.conflist": BRIDGE, NET_D + "20-c.conflist": CALICO}) \
+        == (True, "/etc/cni/net.d/10-b.conflist uses the bridge plugin (a Linux bridge)")
     assert linux.cni_uses_bridge({}) == (None, "no CNI config in /etc/cni/net.d")
+
+
+def test_cni_bridge_detection_skips_an_invalid_first_config():
+    """The runtime loads the first VALID file by name: a broken 05-* does not hide the bridge in 10-*."""
+    bridged, why = linux.cni_uses_bridge({NET_D + "05-broken.conf": "{not json",
+                                          NET_D + "07-empty.conflist": '{"name": "x", "plugins": []}',
+                                          NET_D + "10-b.conflist": BRIDGE})
+    assert bridged is True and why.startswith("/etc/cni/net.d/10-b.conflist uses the bridge plugin")
+    assert "05-broken.conf: not valid JSON" in why and "07-empty.conflist: names no plugin type" in why
+
+
+def test_cni_bridge_detection_ignores_a_bridge_config_after_the_loaded_one():
+    """Calico sorts first and is valid: the later bridge file is never loaded, so pods are not bridged."""
+    assert linux.cni_uses_bridge({NET_D + "05-c.conflist": CALICO, NET_D + "10-b.conflist": BRIDGE,
+                                  NET_D + "99-loopback.conf": '{"type": "loopback"}'}) \
+        == (False, "/etc/cni/net.d/05-c.conflist uses calico, bandwidth (no Linux bridge)")
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("10-flannel.conflist", '{"name":"cbr0","plugins":[{"type":"flannel","delegate":{"hairpinMode":true,'
+                            '"isDefaultGateway":true}},{"type":"portmap","capabilities":{"portMappings":true}}]}'),
+    ("10-flannel.conf", '{"name": "cbr0", "type": "flannel"}'),
+    ("10-kuberouter.conflist", '{"name":"kubernetes","plugins":[{"type":"bridge","bridge":"kube-bridge",'
+                               '"isDefaultGateway":true,"ipam":{"type":"host-local"}}]}'),
+    ("10-weave.conflist", '{"name":"weave","plugins":[{"type":"weave-net","hairpinMode":true},'
+                          '{"type":"portmap","capabilities":{"portMappings":true},"snat":true}]}'),
+], ids=["flannel", "flannel-conf", "kube-router", "weave"])
+def test_cni_bridge_based_plugins(name, text):
+    bridged, why = linux.cni_uses_bridge({NET_D + name: text})
+    assert bridged is True and why.startswith(NET_D + name) and "(a Linux bridge)" in why
+
+
+@pytest.mark.parametrize("plugin", ["calico", "cilium-cni", "ptp", "antrea", "ovn-k8s-cni-overlay", "macvlan"])
+def test_cni_plugins_without_a_linux_bridge(plugin):
+    assert linux.cni_uses_bridge({NET_D + "10-x.conflist": f'{{"name":"x","plugins":[{{"type":"{plugin}"}}]}}'})[0] \
+        is False
+
+
+def test_cni_bridge_detection_without_a_loadable_config():
+    bridged, why = linux.cni_uses_bridge({NET_D + "10-broken.conflist": "{"})
+    assert bridged is None and why.startswith("no CNI config in /etc/cni/net.d that the runtime can load (")
+    assert "10-broken.conflist: not valid JSON" in why

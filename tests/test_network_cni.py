@@ -6,7 +6,7 @@ import json
 import pytest
 from kubernetes import client
 
-from clusterproof import cni
+from clusterproof import cni, linux
 
 
 def ds(name: str, namespace: str, *images: str, containers: tuple[str, ...] = ()) -> client.V1DaemonSet:
@@ -54,6 +54,20 @@ def test_config_dir_picks_first_valid_file_and_names_bridge() -> None:
     assert cfg.problems and "05-broken.conf" in cfg.problems[0]
     # a config-file CNI is named from the hosts when no agent DaemonSet exists
     assert cni.detect([KUBE_PROXY], {"tb-node-1": cfg}).name == "bridge"
+
+
+@pytest.mark.parametrize("files", [
+    {"/etc/cni/net.d/05-broken.conf": "{not json", "/etc/cni/net.d/10-bridge.conflist": BRIDGE},
+    {"/etc/cni/net.d/05-calico.conflist": json.dumps({"name": "k8s-pod-network", "plugins": [{"type": "calico"}]}),
+     "/etc/cni/net.d/10-bridge.conflist": BRIDGE},
+    {"/etc/cni/net.d/10-flannel.conflist": json.dumps({"name": "cbr0", "plugins": [{"type": "flannel"}]})},
+], ids=["broken-then-bridge", "calico-then-bridge", "flannel"])
+def test_host_bridge_check_reads_the_config_cni_002_reads(files) -> None:
+    """HOST-002/006 (linux.cni_uses_bridge) judge the same file CNI-002 (cni.parse_config_dir) says is loaded."""
+    loaded = cni.parse_config_dir(files).loaded
+    bridged, why = linux.cni_uses_bridge(files)
+    assert loaded is not None and why.startswith(f"{loaded} uses ")
+    assert bridged is (cni.parse_config_dir(files).cni in ("bridge", "flannel"))
 
 
 def test_config_dir_empty_or_missing() -> None:

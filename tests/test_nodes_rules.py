@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
+from clusterproof import facts
 from clusterproof import nodes as rules
 
 
@@ -39,9 +40,9 @@ def test_network_not_ready_is_told_apart() -> None:
                     message="container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
                             "message:Network plugin returns error: cni plugin not initialized")
     kubelet_down = node(ready="Unknown", reason="NodeStatusUnknown", message="Kubelet stopped posting node status.")
-    assert rules.network_not_ready(cni_down)
-    assert not rules.network_not_ready(kubelet_down)
-    assert not rules.network_not_ready(node())
+    assert facts.network_not_ready(cni_down)
+    assert not facts.network_not_ready(kubelet_down)
+    assert not facts.network_not_ready(node())
 
 
 def test_taints_and_schedulability() -> None:
@@ -54,9 +55,9 @@ def test_taints_and_schedulability() -> None:
     assert rules.schedulable_problems(node()) == []
     assert "cordoned (spec.unschedulable)" in rules.schedulable_problems(node(unschedulable=True))
     cp = node(taints=[("node-role.kubernetes.io/control-plane", None, "NoSchedule")])
-    assert rules.is_control_plane(cp)
+    assert facts.is_control_plane(cp)
     assert rules.schedulable_problems(cp) == ["taint node-role.kubernetes.io/control-plane:NoSchedule"]
-    assert not rules.is_control_plane(worker)
+    assert not facts.is_control_plane(worker)
 
 
 # ------------------------------------------------------------------ the verdicts the NODE checks apply

@@ -52,7 +52,7 @@ class Hello:
     node_port: int
     node_port_note: str
     nodes: dict[str, str]                       # Ready node name -> InternalIP
-    skipped_nodes: list[str]
+    skipped_nodes: list[str]                    # "node: why" for each node without probe pods
     probe_pods: dict[str, str] = field(default_factory=dict)   # node -> pod
     host_pods: dict[str, str] = field(default_factory=dict)    # node -> host-network pod
     rollout_error: str | None = None
@@ -289,11 +289,14 @@ def _gate(probe_fns: list, what: str) -> None:
     evidence(f"{what}: no source answered within {limit:.0f}s", "every source is still probed once below")
 
 
-def _report(subject: str, results: list[tuple[str, pods.HttpResult]], fix: str, expected: str) -> None:
+def _report(subject: str, results: list[tuple[str, pods.HttpResult]], fix: str, expected: str,
+            left_out: Sequence[str] = ()) -> None:
     __tracebackhide__ = True
     rows = [f"{label} -> {res.url}: {apps.answer(res)[1]}" for label, res in results]
+    if left_out:
+        evidence("nodes without probe pods (the NODE checks own them)", "\n".join(left_out))
     evidence("probes", "\n".join(rows) + "\n\n" + "\n\n".join(r.evidence for _, r in results[:20]))
-    apply(apps.judge_probes(subject, results, expected, fix))
+    apply(apps.judge_probes(subject, results, expected, fix, left_out))
 
 
 @pytest.mark.check("APP-001")
@@ -317,7 +320,7 @@ def test_pod_ip_answers_from_another_pod(rolled: Hello, probes: Hello, core_v1):
     results = _in_parallel(jobs)
     _report(f"{APP} pods by Pod IP", results, "pod-to-pod traffic between nodes is broken: check the CNI (routes "
             "between the nodes' pod CIDRs, the CNI pods, bridge-nf-call-iptables) and that the app listens on "
-            "0.0.0.0:5000", "every ready pod answers 'Hello ...!' on <pod IP>:5000")
+            "0.0.0.0:5000", "every ready pod answers 'Hello ...!' on <pod IP>:5000", probes.skipped_nodes)
 
 
 def _host(ip: str) -> str:
@@ -339,7 +342,7 @@ def test_service_answers_on_cluster_ip_and_dns_name(served: Hello, probes: Hello
             "kube-proxy (or the CNI's service implementation) must run on every node and program the "
             "Service rules: check `kubectl -n kube-system get pods -o wide` and kube-proxy's logs on the nodes "
             "that fail; a failing DNS name with a working ClusterIP points at CoreDNS",
-            "'Hello ...!' from every source")
+            "'Hello ...!' from every source", probes.skipped_nodes)
 
 
 @pytest.mark.check("APP-004")
@@ -356,7 +359,7 @@ def test_nodeport_answers_on_every_node(served: Hello):
     _report(f"NodePort {served.node_port} of Service {served.namespace}/{served.service}{note}", results,
             f"kube-proxy must run on every node; a firewall (cloud security group, iptables INPUT) must allow "
             f"TCP {served.node_port} (range 30000-32767) from this machine",
-            "'Hello ...!' from every node's InternalIP")
+            "'Hello ...!' from every node's InternalIP", served.skipped_nodes)
 
 
 @pytest.mark.check("APP-005")

@@ -25,8 +25,8 @@ def test_br_netfilter_loaded(node_host):
 def _bridge_required(host) -> str:
     bridged, why = linux.bridge_cni(host)
     if not bridged:
-        skip(f"{why} on {host.id}: bridged traffic needs iptables only with a bridge-based CNI "
-             "(bridge, flannel); add a bridge CNI config to check it")
+        skip(f"{why} on {host.id}: bridged traffic needs iptables only with a {linux.BRIDGE_CNI_TEXT}; "
+             "add a bridge CNI config to check it")
     return why
 
 

@@ -30,8 +30,8 @@ def test_ip_forward_persisted(node_host):
 def test_bridge_nf_call_persisted(node_host, key):
     bridged, why = linux.bridge_cni(node_host)
     if not bridged:
-        skip(f"{why} on {node_host.id}: only a bridge-based CNI (bridge, flannel) needs it; "
-                    "add a bridge CNI config to check it")
+        skip(f"{why} on {node_host.id}: only a {linux.BRIDGE_CNI_TEXT} needs it; "
+             "add a bridge CNI config to check it")
     _persisted(node_host, key)
 
 

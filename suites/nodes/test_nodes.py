@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from clusterproof import facts, timeouts
 from clusterproof import nodes as rules
-from clusterproof import timeouts
 from clusterproof.checks import apply, evidence
 
 
@@ -31,7 +31,7 @@ def test_every_node_ready(cluster) -> None:
 def test_no_node_pressure(cluster, kind: str) -> None:
     nodes = _nodes(cluster)
     evidence(f"kubectl get nodes -o jsonpath='{{.items[*].status.conditions[?(@.type==\"{kind}\")]}}'",
-             "\n".join(f"{n.metadata.name}: {kind}={getattr(rules.condition(n, kind), 'status', 'absent')}"
+             "\n".join(f"{n.metadata.name}: {kind}={getattr(facts.condition(n, kind), 'status', 'absent')}"
                        for n in nodes))
     apply(rules.judge_pressure(nodes, kind))
 
@@ -59,7 +59,7 @@ def test_workers_accept_workloads(cluster) -> None:
     """A worker is a node without the control-plane label or taint."""
     nodes = _nodes(cluster)
     evidence("kubectl get nodes -o custom-columns=NAME:.metadata.name,TAINTS:.spec.taints,UNSCHED:.spec.unschedulable",
-             "\n".join(f"{n.metadata.name}: control-plane={rules.is_control_plane(n)} "
+             "\n".join(f"{n.metadata.name}: control-plane={facts.is_control_plane(n)} "
                        f"taints={[rules.taint_text(t) for t in n.spec.taints or []]} "
                        f"unschedulable={bool(n.spec.unschedulable)}" for n in nodes))
     apply(rules.judge_workers_schedulable(nodes))
