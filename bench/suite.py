@@ -7,7 +7,6 @@ Prints the wall time of each suite run, the time of a bare rollout of manifests/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -18,20 +17,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from testbed.api import Status, Testbed  # noqa: E402
+from testbed.paths import bin_dir  # noqa: E402
 
-def testbed_env() -> tuple[dict, dict]:
-    st = json.loads(subprocess.run([sys.executable, "-m", "testbed", "status", "--json"], cwd=ROOT,
-                                   capture_output=True, text=True, timeout=60).stdout or "{}")
-    if not st.get("healthy"):
+
+def testbed_env() -> tuple[Status, dict]:
+    """The healthy testbed's status, and this environment plus what the suite needs to run against it."""
+    tb = Testbed()
+    st = tb.status()
+    if not st.healthy:
         sys.exit("the testbed is not healthy: run python -m testbed up")
-    return st, dict(os.environ, KUBECONFIG=st["kubeconfig"], CLUSTERPROOF_SSH_KEY=st["ssh_key"],
-                    CLUSTERPROOF_GPU_PROBE_IMAGE="localhost/clusterproof/probe:1")  # as `testbed env` says
+    return st, dict(os.environ, **tb.env())
 
 
-def bare_rollout(st: dict, env: dict) -> float:
-    from testbed.paths import bin_dir
-
-    k = [str(bin_dir(st["version"]) / "kubectl"), "--kubeconfig", st["kubeconfig"]]
+def bare_rollout(st: Status) -> float:
+    assert st.version, "a testbed that is up knows its version"
+    k = [str(bin_dir(st.version) / "kubectl"), "--kubeconfig", str(st.kubeconfig)]
     ns = f"bench-rollout-{os.getpid()}"
     subprocess.run([*k, "create", "namespace", ns], check=True, capture_output=True, timeout=60)
     try:
@@ -63,7 +64,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1)
     args, extra = ap.parse_known_args()
     st, env = testbed_env()
-    rollout = bare_rollout(st, env)
+    rollout = bare_rollout(st)
     times = [suite(env, extra)[0] for _ in range(args.runs)]
     med = statistics.median(times)
     print(f"bare hello-python rollout (4 replicas, apply -> ready): {rollout:.1f} s")

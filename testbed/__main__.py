@@ -5,7 +5,9 @@ import argparse
 import json
 import signal
 import sys
+from typing import NoReturn
 
+from .api import Testbed
 from .errors import TestbedError
 from .paths import DEFAULT_VERSION
 
@@ -31,45 +33,49 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(*_: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
+    tb = Testbed(getattr(args, "version", DEFAULT_VERSION))
+    if args.cmd == "up":
+        # SIGTERM during up stops as cleanly as Ctrl-C (a later up or down finishes the job).
+        signal.signal(signal.SIGTERM, _interrupt)
+        tb.up()
+        print(f"export KUBECONFIG={tb.kubeconfig()}")
+    elif args.cmd == "down":
+        print(f"testbed: down in {tb.down():.1f}s")
+    elif args.cmd == "status":
+        st = tb.status()
+        if args.json:
+            print(json.dumps(st.to_json(), indent=1))
+        else:
+            if not st.components:
+                print("testbed: not up (python -m testbed up)")
+            for c in st.components:
+                where = f"[{c.node}]" if c.node else ""
+                print(f"{'ok  ' if c.healthy else 'FAIL'} {c.name}{where}: {c.detail}")
+        return 0 if st.healthy else 1
+    elif args.cmd == "env":
+        for key, value in tb.env().items():
+            print(f"export {key}={value}")
+    elif args.action == "list":
+        for fault in tb.faults():
+            print(f"{fault.name:24} {fault.description}")
+        for active in tb.active_faults():
+            print(f"active: {active.name} {active.node or ''}")
+    elif args.action == "inject":
+        tb.inject(args.name, args.node, args.value)
+    else:
+        tb.heal(args.name, args.node)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from . import cluster, faults
-
     try:
-        if args.cmd == "up":
-            # Ctrl-C during up: stop cleanly with a message (a later up or down finishes the job).
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-            cluster.up(args.version, quiet_if_healthy=False)
-            print(f"export KUBECONFIG={cluster.ADMIN_KUBECONFIG}")
-        elif args.cmd == "down":
-            took = cluster.down()
-            print(f"testbed: down in {took:.1f}s")
-        elif args.cmd == "status":
-            st = cluster.status()
-            if args.json:
-                print(json.dumps(st, indent=1))
-            else:
-                if not st["components"]:
-                    print("testbed: not up (python -m testbed up)")
-                for c in st["components"]:
-                    where = f"[{c['node']}]" if c["node"] else ""
-                    print(f"{'ok  ' if c['healthy'] else 'FAIL'} {c['name']}{where}: {c['detail']}")
-            return 0 if st["healthy"] else 1
-        elif args.cmd == "env":
-            print(f"export KUBECONFIG={cluster.ADMIN_KUBECONFIG}")
-            print(f"export CLUSTERPROOF_SSH_KEY={cluster.SSH_KEY}")
-            # No registry here: the GPU probe runs on the locally built probe image (it has python3).
-            print("export CLUSTERPROOF_GPU_PROBE_IMAGE=localhost/clusterproof/probe:1")
-        elif args.cmd == "fault":
-            if args.action == "list":
-                for name, (_, _, text) in sorted(faults.FAULTS.items()):
-                    print(f"{name:24} {text}")
-                for e in faults.active():
-                    print(f"active: {e['name']} {e.get('node') or ''}")
-            elif args.action == "inject":
-                faults.inject(args.name, args.node, args.value)
-            else:
-                faults.heal(args.name, args.node)
+        return _run(args)
     except TestbedError as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)
         return exc.code
@@ -77,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         print("testbed: interrupted; run `python -m testbed up` to finish or `python -m testbed down` to clean up",
               file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

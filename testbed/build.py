@@ -117,7 +117,7 @@ def build(version: str, log: Path, echo=print) -> float:
         pkgs = [f"k8s.io/kubernetes/cmd/{b}" for b in kube_todo if b != "etcd"]
         if "etcd" in kube_todo:
             pkgs.append("./cmd/etcd")
-        echo(f"testbed: building {', '.join(kube_todo)} {version} (cold: 15-25 min on 2 cores; log {log})")
+        echo(f"building {', '.join(kube_todo)} {version} (cold: 15-25 min on 2 cores; log {log})")
         if _go(["mod", "tidy"], work, log).returncode != 0:
             raise TestbedError(f"resolving Kubernetes {version} modules failed; see {log}", code=5)
         r = _go(["build", "-trimpath", "-ldflags", _ldflags(version), "-o", str(out) + "/", *pkgs], work, log)
@@ -126,7 +126,7 @@ def build(version: str, log: Path, echo=print) -> float:
     for name, mod, ver in (("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", CRICTL_VERSION),
                            ("coredns", "github.com/coredns/coredns", COREDNS_VERSION)):
         if name in todo:
-            echo(f"testbed: building {name} {ver}")
+            echo(f"building {name} {ver}")
             env_out = GO_CACHE / "gobin"
             env_out.mkdir(parents=True, exist_ok=True)
             r = subprocess.run(["go", "install", "-trimpath", "-ldflags=-s -w", f"{mod}@{ver}"],

@@ -50,6 +50,7 @@ API_VERSION = "v1beta1"
 RESOURCE = "nvidia.com/gpu"
 GPUMEM = "nvidia.com/gpumem"
 ANN = "hami.io/"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # orders a pod without a creation time first
 log = logging.getLogger("gpu-plugin")
 
 
@@ -175,8 +176,8 @@ class Api:
 
     def advertise_gpumem(self) -> None:
         total = str(self.devices.count * self.devices.memory_mib)
-        node = self.core.read_node(self.node, _request_timeout=10)
-        if (node.status.capacity or {}).get(GPUMEM) == total:
+        status = self.core.read_node(self.node, _request_timeout=10).status
+        if status is not None and (status.capacity or {}).get(GPUMEM) == total:
             return
         body = {"status": {"capacity": {GPUMEM: total}}}
         self.core.patch_node_status(self.node, body, _request_timeout=10)
@@ -189,18 +190,22 @@ class Api:
             wanted = sorted(len(c) for c in containers)
             cands = []
             for p in pods:
-                ann = p.metadata.annotations or {}
-                if p.status.phase not in ("Pending", None) or ann.get(ANN + "bind-phase") == "success":
+                meta, spec = p.metadata, p.spec
+                if meta is None or spec is None or not meta.name or not meta.namespace:
+                    continue  # the API server always fills these in; the client's types allow None
+                ann = meta.annotations or {}
+                phase = p.status.phase if p.status else None
+                if phase not in ("Pending", None) or ann.get(ANN + "bind-phase") == "success":
                     continue
-                reqs = [(c, _limit(c, RESOURCE)) for c in p.spec.containers]
+                reqs = [(c, _limit(c, RESOURCE)) for c in spec.containers]
                 gpu_ctrs = [(c, n) for c, n in reqs if n]
                 if sorted(n for _, n in gpu_ctrs) != wanted:
                     continue
-                cands.append((p.metadata.creation_timestamp, p, gpu_ctrs))
+                cands.append((meta.creation_timestamp or EPOCH, meta.namespace, meta.name, gpu_ctrs))
             if not cands:
                 log.warning("Allocate: no pending pod on %s asks for %s devices", self.node, wanted)
                 return {}
-            _, pod, gpu_ctrs = min(cands, key=lambda t: t[0])
+            _, namespace, name, gpu_ctrs = min(cands, key=lambda t: t[0])
             mem = {}
             alloc = []
             for i, ids in enumerate(containers):
@@ -213,8 +218,8 @@ class Api:
             body = {"metadata": {"annotations": {ANN + "vgpu-devices-allocated": "".join(alloc),
                                                  ANN + "vgpu-node": self.node, ANN + "bind-phase": "success",
                                                  ANN + "bind-time": str(int(time.time()))}}}
-            self.core.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, body, _request_timeout=10)
-            log.info("Allocate: marked pod %s/%s: %s", pod.metadata.namespace, pod.metadata.name, "".join(alloc))
+            self.core.patch_namespaced_pod(name, namespace, body, _request_timeout=10)
+            log.info("Allocate: marked pod %s/%s: %s", namespace, name, "".join(alloc))
             return mem
 
 

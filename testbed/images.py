@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +104,7 @@ class Layer:
     def link(self, path: str, target: str) -> None:
         self.add(Entry(path, "link", 0o777, target=target))
 
-    def tree(self, dest: str, src: Path, skip_dirs: set[str] = frozenset(), skip_file=None) -> None:
+    def tree(self, dest: str, src: Path, skip_dirs: Collection[str] = frozenset(), skip_file=None) -> None:
         """Copy a directory tree, dereferencing symlinks (dangling ones are left out)."""
         for root, dirs, files in os.walk(src, followlinks=False):
             dirs[:] = sorted(d for d in dirs if d not in skip_dirs)
@@ -153,6 +154,7 @@ def _write_layer_tar(layer: Layer, out) -> None:
             if e.kind == "file" and e.data is not None:
                 tar.addfile(_tarinfo(path, "file", e.mode, len(e.data)), io.BytesIO(e.data))
             elif e.kind == "file":
+                assert e.source is not None  # Layer.file always names its source
                 with open(e.source, "rb") as fh:
                     tar.addfile(_tarinfo(path, "file", e.mode, os.fstat(fh.fileno()).st_size), fh)
             else:
@@ -277,10 +279,16 @@ def _canon(obj) -> bytes:
 def read_archive(path: Path) -> dict:
     """Index, manifest and config of an OCI archive written by `assemble` (for import and tests)."""
     with tarfile.open(path) as tar:
-        def blob(digest: str) -> bytes:
-            return tar.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}").read()
+        def member(name: str) -> bytes:
+            fh = tar.extractfile(name)
+            if fh is None:
+                raise TestbedError(f"{path}: {name} is not a file; delete the archive to rebuild it", code=4)
+            return fh.read()
 
-        index = json.loads(tar.extractfile("index.json").read())
+        def blob(digest: str) -> bytes:
+            return member(f"blobs/sha256/{digest.split(':', 1)[1]}")
+
+        index = json.loads(member("index.json"))
         mdesc = index["manifests"][0]
         manifest = json.loads(blob(mdesc["digest"]))
         config = json.loads(blob(manifest["config"]["digest"]))
@@ -310,7 +318,7 @@ def _pause_binary(echo) -> Path:
     out = IMAGES_DIR / "bin" / f"pause-{key}"
     if out.exists():
         return out
-    echo(f"testbed: building the pause binary ({gover})")
+    echo(f"building the pause binary ({gover})")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pause-") as tmp:
         (Path(tmp) / "go.mod").write_text("module clusterproof.local/pause\n\ngo 1.22\n")
@@ -390,13 +398,11 @@ def _flask_layer(echo) -> Layer:
     """Flask and its pure-python dependencies, from this interpreter's installation or pip."""
     layer = Layer("flask")
     sources: dict[str, Path] = {}
-    versions = {}
     try:
         for name in FLASK_DISTS:
             dist = importlib.metadata.distribution(name)
-            versions[name] = dist.version
             for f in dist.files or []:
-                sources[str(f)] = Path(dist.locate_file(f))
+                sources[str(f)] = Path(str(dist.locate_file(f)))
     except importlib.metadata.PackageNotFoundError:
         sources = _pip_flask(echo)
     for rel, src in sorted(sources.items()):
@@ -412,7 +418,7 @@ def _flask_layer(echo) -> Layer:
 def _pip_flask(echo) -> dict[str, Path]:
     target = IMAGES_DIR / "flask-site"
     if not (target / "flask" / "__init__.py").exists():
-        echo("testbed: pip-installing Flask for the hello-python image")
+        echo("pip-installing Flask for the hello-python image")
         shutil.rmtree(target, ignore_errors=True)
         _run(["python3", "-m", "pip", "install", "--quiet", "--target", str(target), "--no-deps",
               "--no-compile", "flask==3.*", *FLASK_DISTS[1:]], "pip install flask", 600)

@@ -1,7 +1,6 @@
 """Fixtures shared by the project's own tests."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,9 +12,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from testbed.api import Testbed  # noqa: E402  (found through the path above)
+
 
 def testbed_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:  # noqa: PT028 (a helper)
-    """Run `python -m testbed ARGS` from the repository root."""
+    """Run `python -m testbed ARGS` from the repository root (for tests of the CLI; others use Testbed)."""
     return subprocess.run([sys.executable, "-m", "testbed", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
@@ -29,17 +30,20 @@ def testbed() -> dict:
 
     CI (.ci/run) brings it up first; CLUSTERPROOF_REQUIRE_TESTBED=1 turns the skip into a failure.
     """
-    proc = testbed_cli("status", "--json", timeout=60)
-    try:
-        info = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        info = {}
-    if proc.returncode != 0 or not info.get("healthy"):
-        msg = f"testbed not healthy (python -m testbed up): {proc.stdout.strip()[:300]} {proc.stderr.strip()[:300]}"
+    st = Testbed().status()
+    if not st.healthy:
+        bad = "; ".join(f"{c.name}{f'[{c.node}]' if c.node else ''}: {c.detail}" for c in st.unhealthy())
+        msg = f"testbed not healthy (python -m testbed up): {(bad or 'not up')[:600]}"
         if os.environ.get("CLUSTERPROOF_REQUIRE_TESTBED") == "1":
             pytest.fail(msg)
         pytest.skip(msg)
-    return info
+    return st.to_json()
+
+
+@pytest.fixture(scope="session")
+def testbed_api(testbed: dict) -> Testbed:
+    """The running testbed's API, e.g. `with testbed_api.fault("taint", node="tb-node-1"):` (healed after)."""
+    return Testbed()
 
 
 def run_suite(pytester: pytest.Pytester, *args: str, testbed: dict | None = None, timeout: float = 900):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, junit_outcomes, run_suite, testbed_cli
+from conftest import ROOT, junit_outcomes, run_suite
 
 pytestmark = pytest.mark.testbed
 
@@ -38,14 +38,9 @@ def test_healthy_testbed_passes_every_app_check(pytester, testbed):
     assert got == dict.fromkeys(CHECKS, "passed"), messages
 
 
-def test_kube_proxy_stopped_fails_cluster_ip_and_nodeport_only(pytester, testbed):
-    inject = testbed_cli("fault", "inject", "kube-proxy-stop", "--node", "tb-node-1", timeout=120)
-    try:
-        assert inject.returncode == 0, inject.stderr
+def test_kube_proxy_stopped_fails_cluster_ip_and_nodeport_only(pytester, testbed, testbed_api):
+    with testbed_api.fault("kube-proxy-stop", node="tb-node-1"):
         got, messages = outcomes(pytester, testbed)
-    finally:
-        heal = testbed_cli("fault", "heal", "kube-proxy-stop", "--node", "tb-node-1", timeout=180)
-    assert heal.returncode == 0, heal.stderr
     assert got == {"APP-001": "passed", "APP-002": "passed", "APP-003": "failed", "APP-004": "failed",
                    "APP-005": "passed", "APP-006": "passed"}, messages
     assert "tb-node-1" in messages["APP-003"] and "expected" in messages["APP-003"]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, junit_outcomes, run_suite, testbed_cli
+from conftest import ROOT, junit_outcomes, run_suite
 
 pytestmark = pytest.mark.testbed
 
@@ -84,18 +84,15 @@ def test_require_gpu_fails_the_memory_checks(pytester, gpu_testbed):
         assert "expected a CUDA device in the pod" in messages[cid] and "libcuda.so.1 not found" in messages[cid]
 
 
-def test_plugin_stopped_fails_the_advertisement_check(pytester, gpu_testbed):
-    inject = testbed_cli("fault", "inject", "gpu-plugin-stop", timeout=120)
+def test_plugin_stopped_fails_the_advertisement_check(pytester, gpu_testbed, testbed_api):
     try:
-        assert inject.returncode == 0, inject.stderr
-        # the kubelet marks the plugin's devices unhealthy at once and reports it with its next status update
-        seen = wait_allocatable(gpu_testbed, lambda v: v == "0")
-        assert seen == "0", f"allocatable nvidia.com/gpu on {NODE} stayed {seen} with the plugin stopped"
-        got, messages = outcomes(pytester, gpu_testbed, "-k", "advertised")
+        with testbed_api.fault("gpu-plugin-stop"):
+            # the kubelet marks the plugin's devices unhealthy at once and reports it with its next status update
+            seen = wait_allocatable(gpu_testbed, lambda v: v == "0")
+            assert seen == "0", f"allocatable nvidia.com/gpu on {NODE} stayed {seen} with the plugin stopped"
+            got, messages = outcomes(pytester, gpu_testbed, "-k", "advertised")
     finally:
-        heal = testbed_cli("fault", "heal", "gpu-plugin-stop", timeout=120)
         back = wait_allocatable(gpu_testbed, lambda v: v not in (None, "0"))
-    assert heal.returncode == 0, heal.stderr
     assert back not in (None, "0"), f"the plugin did not come back after heal (allocatable {back})"
     assert got["GPU-001"] == "failed", messages
     msg = messages["GPU-001"]

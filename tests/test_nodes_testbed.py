@@ -5,25 +5,10 @@ surprising result is re-run once before it is believed (cluster_checks.run_until
 """
 from __future__ import annotations
 
-import os
-import pwd
-import subprocess
-import sys
-
 import pytest
 from cluster_checks import dns_endpoints, node_ready, run_until, wait_until
 
-from conftest import ROOT
-
 pytestmark = pytest.mark.testbed
-# pytester points HOME at its tmp folder; the testbed finds its kubectl under the real HOME.
-REAL_ENV = {**os.environ, "HOME": pwd.getpwuid(os.getuid()).pw_dir}
-
-
-def _fault(action: str, name: str, *args: str) -> None:
-    p = subprocess.run([sys.executable, "-m", "testbed", "fault", action, name, *args], cwd=ROOT, env=REAL_ENV,
-                       capture_output=True, text=True, timeout=180, check=False)
-    assert p.returncode == 0, f"testbed fault {action} {name}: {p.stdout[-500:]} {p.stderr[-500:]}"
 
 
 def test_healthy_testbed_passes_every_check(pytester, testbed) -> None:
@@ -35,12 +20,9 @@ def test_healthy_testbed_passes_every_check(pytester, testbed) -> None:
     print(f"healthy run: {len(run.checks)} checks in {run.seconds:.1f}s")
 
 
-def test_tainted_node_fails_only_node_005(pytester, testbed) -> None:
-    _fault("inject", "taint", "--node", "tb-node-1")
-    try:
+def test_tainted_node_fails_only_node_005(pytester, testbed, testbed_api) -> None:
+    with testbed_api.fault("taint", node="tb-node-1"):
         run = run_until(pytester, testbed, lambda r: r.failed_ids == {"NODE-005"})
-    finally:
-        _fault("heal", "taint", "--node", "tb-node-1")
     assert run.failed_ids == {"NODE-005"}, run.explain()
     msg = run.message("NODE-005")
     assert "tb-node-1" in msg and "clusterproof.io/fault=true:NoSchedule" in msg, msg
@@ -48,13 +30,10 @@ def test_tainted_node_fails_only_node_005(pytester, testbed) -> None:
     assert run.outcome("NODE-004") == {"passed"}
 
 
-def test_coredns_scaled_to_zero_fails_only_node_006(pytester, testbed) -> None:
-    _fault("inject", "coredns-scale-zero")
-    try:
+def test_coredns_scaled_to_zero_fails_only_node_006(pytester, testbed, testbed_api) -> None:
+    with testbed_api.fault("coredns-scale-zero"):
         wait_until("the kube-dns Service to lose its endpoints", lambda: dns_endpoints(testbed) == 0, 90)
         run = run_until(pytester, testbed, lambda r: r.failed_ids == {"NODE-006"})
-    finally:
-        _fault("heal", "coredns-scale-zero")
     assert run.failed_ids == {"NODE-006"}, run.explain()
     msg = run.message("NODE-006")
     assert "kube-system/coredns" in msg and "scaled to 0" in msg, msg
@@ -62,14 +41,14 @@ def test_coredns_scaled_to_zero_fails_only_node_006(pytester, testbed) -> None:
     assert run.outcome("DNS-001") == {"skipped"} and run.outcome("DNS-002") == {"skipped"}
 
 
-def test_cni_config_removed_fails_only_cni_002_on_that_node(pytester, testbed) -> None:
-    _fault("inject", "cni-config-remove", "--node", "tb-node-2")
+def test_cni_config_removed_fails_only_cni_002_on_that_node(pytester, testbed, testbed_api) -> None:
     try:
-        wait_until("tb-node-2 to report its network not ready", lambda: not node_ready(testbed, "tb-node-2"), 90)
-        run = run_until(pytester, testbed, lambda r: set(r.failed) == {
-            "suites/network/test_cni.py::test_cni_config_on_every_host[ssh://tb-node-2]"})
+        with testbed_api.fault("cni-config-remove", node="tb-node-2"):
+            wait_until("tb-node-2 to report its network not ready", lambda: not node_ready(testbed, "tb-node-2"),
+                       90)
+            run = run_until(pytester, testbed, lambda r: set(r.failed) == {
+                "suites/network/test_cni.py::test_cni_config_on_every_host[ssh://tb-node-2]"})
     finally:
-        _fault("heal", "cni-config-remove", "--node", "tb-node-2")
         wait_until("tb-node-2 Ready again", lambda: node_ready(testbed, "tb-node-2"), 120)
     assert set(run.failed) == {"suites/network/test_cni.py::test_cni_config_on_every_host[ssh://tb-node-2]"}, \
         run.explain()

@@ -8,10 +8,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import os
-import pwd
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from clusterproof import kube, rbac
 from clusterproof.wait import wait_for
 from conftest import ROOT, run_suite
+from testbed.api import Testbed
 
 SA = "system:serviceaccount:clusterproof:clusterproof"
 
@@ -171,24 +168,14 @@ def test_whole_suite_passes_under_the_least_privilege_identity(testbed: dict, sa
     assert len(doc["fingerprint"]["nodes"]) == 2
 
 
-def fault(*args: str) -> subprocess.CompletedProcess:
-    """`python -m testbed fault ...` with the real HOME (pytester points HOME at its own folder)."""
-    env = {**os.environ, "HOME": pwd.getpwuid(os.getuid()).pw_dir}
-    return subprocess.run([sys.executable, "-m", "testbed", "fault", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
-
-
 @pytest.mark.testbed
-def test_injected_fault_is_exactly_the_newly_failing_check(testbed: dict, pytester: pytest.Pytester) -> None:
+def test_injected_fault_is_exactly_the_newly_failing_check(testbed: dict, testbed_api: Testbed,
+                                                           pytester: pytest.Pytester) -> None:
     args = [str(ROOT / "suites" / "host" / "test_host_kernel.py")]
     healthy = run_suite(pytester, *args, "--report-dir=healthy", testbed=testbed)
     assert healthy.ret == 0, "\n".join(healthy.outlines[-30:])
-    proc = fault("inject", "sysctl", "--node", "tb-node-2", "--value", "net.ipv4.ip_forward=0")
-    assert proc.returncode == 0, proc.stderr[-1000:]
-    try:
+    with testbed_api.fault("sysctl", node="tb-node-2", value="net.ipv4.ip_forward=0"):
         faulty = run_suite(pytester, *args, "--report-dir=faulty", "--compare=healthy/summary.json", testbed=testbed)
-    finally:
-        fault("heal", "sysctl", "--node", "tb-node-2")
     cmp = json.loads((pytester.path / "faulty" / "summary.json").read_text())["compare"]
     assert [(r["id"], r["target"]) for r in cmp["newly_failing"]] == [("HOST-003", "ssh://tb-node-2")]
     assert cmp["fixed"] == []

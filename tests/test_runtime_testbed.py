@@ -3,22 +3,12 @@ and SSH and the probe DaemonSet give the same verdicts."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import nshosts
 import pytest
 
-from conftest import ROOT
-
 pytestmark = pytest.mark.testbed
 NODE = "tb-node-1"
-
-
-def fault(action: str, name: str, node: str = NODE) -> None:
-    r = subprocess.run([sys.executable, "-m", "testbed", "fault", action, name, "--node", node], cwd=ROOT,
-                       capture_output=True, text=True, timeout=180, check=False)
-    assert r.returncode == 0, f"fault {action} {name}: {r.stderr[-500:]}"
 
 
 def suite(testbed: dict, tmp_path, *args: str) -> nshosts.SuiteRun:
@@ -52,12 +42,9 @@ def test_ssh_and_pod_transports_give_the_same_verdicts(testbed, tmp_path):
     ("runtime-stop", "test_cri_socket_is_a_socket|test_cri_answers_version_and_status",
      "on ssh://tb-node-1"),
 ])
-def test_runtime_fault_fails_its_check(testbed, tmp_path, name, owner, text):
-    fault("inject", name)
-    try:
+def test_runtime_fault_fails_its_check(testbed, testbed_api, tmp_path, name, owner, text):
+    with testbed_api.fault(name, node=NODE):
         run = suite(testbed, tmp_path, "suites/runtime")
-    finally:
-        fault("heal", name)
     failed = {k for k, v in run.verdicts.items() if v.outcome in ("failed", "error")}
     assert failed, run.stdout[-3000:]
     assert all(k.endswith(f"[ssh://{NODE}]") for k in failed), failed  # the other node is untouched
@@ -75,15 +62,9 @@ def test_runtime_fault_fails_its_check(testbed, tmp_path, name, owner, text):
      "net.ipv4.ip_forward persisted on ssh://tb-node-1: expected 1"),
     ("fstab-swap", None, "test_no_swap_in_fstab", "/etc/fstab on ssh://tb-node-1: expected no active swap entry"),
 ])
-def test_host_fault_on_a_testbed_node_fails_its_check(testbed, tmp_path, name, value, owner, text):
-    args = ["--value", value] if value else []
-    r = subprocess.run([sys.executable, "-m", "testbed", "fault", "inject", name, "--node", NODE, *args], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 0, r.stderr[-500:]
-    try:
+def test_host_fault_on_a_testbed_node_fails_its_check(testbed, testbed_api, tmp_path, name, value, owner, text):
+    with testbed_api.fault(name, node=NODE, value=value):
         run = suite(testbed, tmp_path, "suites/host")
-    finally:
-        fault("heal", name)
     failed = {k.split("[")[0] for k, v in run.verdicts.items() if v.outcome == "failed"}
     assert owner in failed, run.stdout[-3000:]
     assert all(k.endswith(f"[ssh://{NODE}]") or k.split("[")[0] != owner

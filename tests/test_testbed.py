@@ -1,4 +1,8 @@
-"""The testbed itself: a real cluster that answers, bad input refused cleanly, down leaves nothing."""
+"""The testbed itself: a real cluster that answers, bad input refused cleanly, down leaves nothing.
+
+The CLI is run as a subprocess where the CLI is what is tested (output, exit codes); the rest goes
+through the Testbed API, and the two are checked to agree.
+"""
 from __future__ import annotations
 
 import json
@@ -12,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import testbed_cli
+from testbed.api import ActiveFault, Testbed
+from testbed.errors import TestbedError
 
 pytestmark = pytest.mark.testbed
 
@@ -130,6 +136,42 @@ def test_fault_inject_and_heal_round_trip(testbed):
     assert json.loads(testbed_cli("status", "--json").stdout)["healthy"]
 
 
+def test_api_and_cli_agree(testbed, testbed_api: Testbed):
+    cli = json.loads(testbed_cli("status", "--json").stdout)
+    api = testbed_api.status().to_json()
+    assert [(c["name"], c["node"]) for c in api["components"]] == [(c["name"], c["node"]) for c in cli["components"]]
+    for key in ("kubeconfig", "ssh_key", "version", "nodes"):
+        assert api[key] == cli[key]
+    assert testbed_api.kubeconfig() == Path(cli["kubeconfig"])
+    assert testbed_cli("env").stdout.splitlines() == [f"export {k}={v}" for k, v in testbed_api.env().items()]
+    assert testbed_api.env()["CLUSTERPROOF_GPU_PROBE_IMAGE"] == testbed_api.images()["gpu-probe"]
+    listing = testbed_cli("fault", "list").stdout.splitlines()
+    assert [f"{f.name:24} {f.description}" for f in testbed_api.faults()] == listing[:len(testbed_api.faults())]
+
+
+def test_fault_context_heals_when_the_body_fails(testbed, testbed_api: Testbed):
+    from testbed.state import bind_source, find_node
+
+    fstab = bind_source(find_node("tb-node-2"), "/etc/fstab")  # a file only the host checks read
+    clean = fstab.read_text()
+    during = []
+
+    def failing_body() -> None:
+        with testbed_api.fault("fstab-swap", node="tb-node-2"):
+            during.append((fstab.read_text(), testbed_api.active_faults()))
+            raise RuntimeError("the body failed")
+
+    with pytest.raises(RuntimeError, match="the body failed"):
+        failing_body()
+    [(text, active)] = during
+    assert text != clean and ActiveFault("fstab-swap", "tb-node-2") in active
+    assert fstab.read_text() == clean
+    assert ActiveFault("fstab-swap", "tb-node-2") not in testbed_api.active_faults()
+    with pytest.raises(TestbedError, match="unknown fault") as err, testbed_api.fault("no-such-fault"):
+        pass
+    assert err.value.code == 2
+
+
 @pytest.mark.parametrize(("args", "code", "words"), [
     (["up", "--version", "v1.99.0"], 3, "not available"),
     (["up", "--version", "latest"], 3, "not a Kubernetes release"),
@@ -144,19 +186,18 @@ def test_bad_input_is_one_line_and_a_distinct_code(testbed, args, code, words):
 
 
 def test_not_root_and_busy_port_are_refused(monkeypatch):
-    from testbed import cluster
-    from testbed.errors import TestbedError
+    from testbed import startup
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(TestbedError) as err:
-        cluster.preflight("v1.35.4")
+        startup.preflight("v1.35.4")
     assert err.value.code == 2 and "root" in str(err.value)
     s = socket.socket()
     s.bind(("0.0.0.0", 0))
     s.listen()
     port = s.getsockname()[1]
     try:
-        busy = cluster.ports_in_use({port: "test"})
+        busy = startup.ports_in_use({port: "test"})
     finally:
         s.close()
     assert busy == [f"{port} (test)"]

@@ -1,0 +1,90 @@
+"""Talking to the running cluster: kubectl as the admin, health endpoints, and waiting on a condition."""
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+
+from . import net, proc
+from .errors import TestbedError
+from .paths import bin_dir
+from .state import ADMIN_KUBECONFIG, NODE_COUNT, PKI, current_version
+
+
+def kubectl(*args: str, timeout: float = 60, check: bool = True, input: str | None = None,
+            version: str | None = None) -> subprocess.CompletedProcess[str]:
+    """kubectl as the cluster admin; raises TestbedError (code 6) on failure unless check is False."""
+    exe = bin_dir(version or current_version()) / "kubectl"
+    r = subprocess.run([str(exe), "--kubeconfig", str(ADMIN_KUBECONFIG), "--request-timeout=20s", *args],
+                       capture_output=True, text=True, timeout=timeout, input=input, check=False)
+    if check and r.returncode != 0:
+        raise TestbedError(f"kubectl {' '.join(args)}: {r.stderr.strip()[:300]}", code=6)
+    return r
+
+
+def wait(what: str, cond: Callable[[], bool], timeout: float, interval: float = 0.5,
+         logs: tuple[str, ...] = ()) -> None:
+    """Poll COND until it holds; on timeout raise with its last error and the tails of the named logs."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except Exception as exc:  # a daemon that is still starting refuses connections: keep polling
+            last = exc
+        time.sleep(interval)
+    tails = "; ".join(f"{n}: {proc.log_tail(n, 3)}" for n in logs)
+    raise TestbedError(f"timed out after {timeout:.0f}s waiting for {what}"
+                       f"{f' (last error: {last})' if last else ''}{'; ' + tails if tails else ''}", code=7)
+
+
+def https_ok(url: str) -> bool:
+    """GET URL with the admin client certificate, trusting only the testbed's CA."""
+    ctx = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
+    ctx.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+    with urllib.request.urlopen(url, context=ctx, timeout=3) as r:
+        return bool(r.status == 200)
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=3) as r:
+        return bool(r.status == 200)
+
+
+def apiserver_ready() -> bool:
+    """The API server answers /readyz (what "up" means)."""
+    try:
+        return https_ok(f"https://127.0.0.1:{net.API_PORT}/readyz")
+    except Exception:  # not started, certificates not there yet, connection refused: not ready
+        return False
+
+
+def node_pod_cidrs() -> dict[str, str]:
+    """Node name -> podCIDR, for the nodes the controller manager has given one."""
+    r = kubectl("get", "nodes", "-o", "json", check=False)
+    if r.returncode != 0:
+        return {}
+    return {n["metadata"]["name"]: n["spec"].get("podCIDR") for n in json.loads(r.stdout)["items"]
+            if n["spec"].get("podCIDR")}
+
+
+def nodes_ready() -> bool:
+    r = kubectl("get", "nodes", "-o", "json", check=False)
+    if r.returncode != 0:
+        return False
+    items = json.loads(r.stdout)["items"]
+    return len(items) == NODE_COUNT and all(
+        any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
+        for n in items)
+
+
+def coredns_available() -> bool:
+    r = kubectl("-n", "kube-system", "get", "deploy", "coredns", "-o", "json", check=False)
+    if r.returncode != 0:
+        return False
+    d = json.loads(r.stdout)
+    return bool(d["status"].get("availableReplicas", 0) >= 1 and d["spec"]["replicas"] >= 1)

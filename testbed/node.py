@@ -1,0 +1,176 @@
+"""Bringing up one node: its private folders, namespaces holder, containerd, kubelet, kube-proxy, sshd,
+CNI config, images, and the fake GPU device plugin.
+
+Every start_* function is idempotent (a running process is left alone), so `up` and a fault's heal
+share them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import configs, gpu_plugin, images, net, proc
+from .errors import TestbedError
+from .kube import wait
+from .paths import STATE, bin_dir
+from .state import (
+    ADMIN_KUBECONFIG,
+    PKI,
+    bind_source,
+    containerd_address,
+    created_dirs,
+    current_version,
+    node_dir,
+    save_created_dirs,
+)
+
+# What the node sees at the usual paths: node-private folders bound over them in its mount namespace.
+NODE_BINDS = ["/etc/cni/net.d", "/etc/sysctl.d", "/etc/modules-load.d", "/var/lib/kubelet", "/var/lib/containerd",
+              "/run/containerd", "/var/log/pods", "/var/log/containers", "/run/netns", "/run/sshd", "/usr/local/bin",
+              "/var/lib/cni"]  # host-local IPAM state: shared, both nodes' allocators reused IPs at once
+NODE_TOOLS = ["crictl", "kubelet", "kubectl"]  # on the node's PATH, as a kubeadm install leaves them
+NODE_FILE_BINDS = ["/etc/fstab"]
+# The checkout holding this package: the GPU plugin runs as `python -m testbed.gpu_plugin` from there.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _holder_script(node: net.Node) -> str:
+    # Cut this mount namespace off from the machine's peer groups first (e.g. /run/netns is shared there),
+    # so the binds below stay inside the node.
+    lines = ["set -e", "mount --make-rprivate /", "mount --make-rshared /", f"hostname {node.name}"]
+    for target in NODE_BINDS + NODE_FILE_BINDS:
+        lines.append(f"mount --bind {bind_source(node, target)} {target}")
+    lines += [f"touch {node_dir(node)}/holder.ready", "exec sleep infinity"]
+    return "\n".join(lines) + "\n"
+
+
+def prepare_node_fs(node: net.Node) -> None:
+    """The node's private folders and config files, and its cgroup roots."""
+    d = node_dir(node)
+    created = created_dirs()
+    for target in NODE_BINDS:
+        src = bind_source(node, target)
+        src.mkdir(parents=True, exist_ok=True)
+        if not Path(target).exists():
+            Path(target).mkdir(parents=True)
+            created.append(target)
+    fstab = bind_source(node, "/etc/fstab")
+    if not fstab.exists():
+        fstab.write_text(Path("/etc/fstab").read_text() if Path("/etc/fstab").exists() else "")
+    sysctl = bind_source(node, "/etc/sysctl.d") / "99-kubernetes.conf"
+    if not sysctl.exists():
+        sysctl.write_text(configs.SYSCTL_CONF)
+    mods = bind_source(node, "/etc/modules-load.d") / "k8s.conf"
+    if not mods.exists():
+        mods.write_text(configs.MODULES_CONF)
+    save_created_dirs(created)
+    tools = bind_source(node, "/usr/local/bin")
+    for tool in NODE_TOOLS:
+        if not (tools / tool).exists():
+            try:
+                os.link(bin_dir(current_version()) / tool, tools / tool)
+            except OSError:
+                shutil.copy2(bin_dir(current_version()) / tool, tools / tool)
+    (d / "containerd.toml").write_text(configs.containerd_toml())
+    (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+    (d / "kubelet.yaml").write_text(configs.kubelet_yaml(node, PKI, d / "resolv.conf"))
+    (d / "kube-proxy.yaml").write_text(configs.kube_proxy_yaml(node, STATE / "kube-proxy.conf"))
+    (d / "sshd_config").write_text(configs.sshd_config(node, STATE))
+    (d / "holder.sh").write_text(_holder_script(node))
+    for hier in Path("/sys/fs/cgroup").iterdir():
+        if hier.is_dir() and not hier.is_symlink() and (hier / "cgroup.procs").exists():
+            (hier / node.name).mkdir(exist_ok=True)
+
+
+def holder_pid(node: net.Node) -> int | None:
+    """The process that holds the node's mount and UTS namespaces open."""
+    return proc.pid_of(f"{node.name}-holder")
+
+
+def node_exec(node: net.Node) -> list[str]:
+    """Prefix that runs a command inside the node (its mount, UTS and network namespaces)."""
+    pid = holder_pid(node)
+    if pid is None:
+        raise TestbedError(f"node {node.name} is not running; run python -m testbed up", code=8)
+    return ["nsenter", "-t", str(pid), "-m", "-u", "-n", "--"]
+
+
+def start_node_holder(node: net.Node) -> None:
+    if holder_pid(node) is not None:
+        return
+    ready = node_dir(node) / "holder.ready"
+    ready.unlink(missing_ok=True)
+    proc.start(f"{node.name}-holder", ["nsenter", f"--net=/run/netns/{node.netns}", "unshare", "--mount", "--uts",
+                                       "--propagation", "shared", "--", "/bin/sh", str(node_dir(node) / "holder.sh")])
+    wait(f"node {node.name} namespaces", ready.exists, 20, 0.1, logs=(f"{node.name}-holder",))
+    pid = holder_pid(node)
+    # Recorded so `down` finds what lives in these namespaces even after the holder is gone.
+    ns = {kind: os.stat(f"/proc/{pid}/ns/{kind}").st_ino for kind in ("net", "mnt")}
+    (node_dir(node) / "ns.json").write_text(json.dumps(ns))
+
+
+def start_containerd(node: net.Node) -> None:
+    name = f"{node.name}-containerd"
+    sock = Path(containerd_address(node))
+    if proc.pid_of(name) is None:
+        sock.unlink(missing_ok=True)
+        proc.start(name, [*node_exec(node), "containerd", "--config", str(node_dir(node) / "containerd.toml")])
+    wait(f"containerd on {node.name}", lambda: sock.is_socket() and subprocess.run(
+        ["ctr", "--address", str(sock), "version"], capture_output=True, timeout=5).returncode == 0, 30,
+        logs=(name,))
+
+
+def start_kubelet(node: net.Node, version: str) -> None:
+    name = f"{node.name}-kubelet"
+    if proc.pid_of(name) is None:
+        proc.start(name, [*node_exec(node), str(bin_dir(version) / "kubelet"),
+                          f"--config={node_dir(node) / 'kubelet.yaml'}",
+                          f"--kubeconfig={STATE / f'kubelet-{node.name}.conf'}",
+                          f"--hostname-override={node.name}", f"--node-ip={node.ip}", "--v=1"])
+
+
+def start_kube_proxy(node: net.Node, version: str) -> None:
+    name = f"{node.name}-kube-proxy"
+    if proc.pid_of(name) is None:
+        proc.start(name, [*node_exec(node), str(bin_dir(version) / "kube-proxy"),
+                          f"--config={node_dir(node) / 'kube-proxy.yaml'}", "--v=1"])
+
+
+def start_sshd(node: net.Node) -> None:
+    name = f"{node.name}-sshd"
+    if proc.pid_of(name) is None:
+        proc.start(name, [*node_exec(node), shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e",
+                          "-f", str(node_dir(node) / "sshd_config")])
+
+
+def start_gpu_plugin(node: net.Node) -> None:
+    """The fake GPU device plugin, registering with this node's kubelet."""
+    name = f"{node.name}-gpu-plugin"
+    if proc.pid_of(name) is not None:
+        return
+    plugin_dir = bind_source(node, "/var/lib/kubelet") / "device-plugins"
+    plugin_dir.mkdir(parents=True, exist_ok=True)
+    gpu_plugin.ensure_stubs()  # generated here, so a failure shows in up's error, not only in the plugin's log
+    proc.start(name, [sys.executable, "-m", "testbed.gpu_plugin", "--plugin-dir", str(plugin_dir),
+                      "--node", node.name, "--kubeconfig", str(ADMIN_KUBECONFIG)], cwd=str(ROOT))
+
+
+def write_cni(node: net.Node, cidr: str) -> None:
+    """The bridge CNI config for the node's pod range (rewritten only when it differs)."""
+    conf = bind_source(node, "/etc/cni/net.d") / "10-bridge.conflist"
+    text = configs.cni_conflist(cidr)
+    if not conf.exists() or conf.read_text() != text:
+        conf.write_text(text)
+
+
+def import_images(nodes: list[net.Node], version: str, echo: Callable[[str], None]) -> None:
+    """Build the testbed's images (cached) and import them into every node's containerd."""
+    tars = images.build_images(bin_dir(version), echo=echo)
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(lambda n: images.import_images(containerd_address(n), tars), nodes))

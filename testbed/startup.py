@@ -1,0 +1,158 @@
+"""Bring the testbed up: preflight, build (cached), control plane and nodes, then wait until it is healthy."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import build, faults, net, proc
+from .controlplane import apply_addons, ensure_pki, start_control_plane
+from .errors import TestbedError
+from .health import Status, status
+from .kube import coredns_available, node_pod_cidrs, nodes_ready, wait
+from .node import (
+    import_images,
+    prepare_node_fs,
+    start_containerd,
+    start_gpu_plugin,
+    start_kube_proxy,
+    start_kubelet,
+    start_node_holder,
+    start_sshd,
+    write_cni,
+)
+from .paths import CACHE, DEFAULT_VERSION, RUN, STATE
+from .state import ADMIN_KUBECONFIG, current_version, nodes, version_file
+
+CONTROL_PORTS = {2379: "etcd", 2380: "etcd peer", 6443: "kube-apiserver", 10257: "kube-controller-manager",
+                 10259: "kube-scheduler"}
+REQUIRED = {  # command -> Debian package
+    "containerd": "containerd", "runc": "runc", "ctr": "containerd", "iptables": "iptables",
+    "nsenter": "util-linux", "unshare": "util-linux", "sshd": "openssh-server", "ssh-keygen": "openssh-client",
+    "conntrack": "conntrack", "ip": "iproute2", "mount": "mount", "busybox": "busybox-static",
+}
+CNI_PLUGINS = Path("/usr/lib/cni")
+
+
+def say(msg: str) -> None:
+    print(f"testbed: {msg}", flush=True)
+
+
+def preflight(version: str) -> None:
+    """Refuse what cannot work (not root, a bad version) and install missing Debian packages."""
+    if os.geteuid() != 0:
+        raise TestbedError("the testbed needs root (network namespaces, mounts, iptables); run it with sudo", code=2)
+    if not build.VERSION_RE.match(version):
+        raise TestbedError(f"version {version!r} is not a Kubernetes release like {DEFAULT_VERSION}", code=3)
+    if build.missing(version):
+        build.check_available(version)
+    missing = sorted({pkg for cmd, pkg in REQUIRED.items() if shutil.which(cmd) is None
+                      and not Path(f"/usr/sbin/{cmd}").exists()})
+    if not (CNI_PLUGINS / "bridge").exists():
+        missing.append("containernetworking-plugins")
+    if missing:
+        say(f"installing Debian packages: {' '.join(missing)}")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        r = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True, env=env,
+                           timeout=900, check=False)
+        lists = Path("/var/lib/apt/lists")
+        stale = not lists.exists() or time.time() - lists.stat().st_mtime > 86400
+        if r.returncode != 0 and stale:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600, check=False)
+            r = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True,
+                               env=env, timeout=900, check=False)
+        if r.returncode != 0:
+            raise TestbedError(f"missing Debian packages {' '.join(missing)} and apt-get could not install them "
+                               f"({r.stderr.strip().splitlines()[-1:]}); install them and retry", code=4)
+
+
+def ports_in_use(ports: dict[int, str] = CONTROL_PORTS) -> list[str]:
+    """Control-plane ports held by something that is not this testbed."""
+    busy = []
+    for port, what in ports.items():
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            busy.append(f"{port} ({what})")
+        finally:
+            s.close()
+    return busy
+
+
+def up(version: str = DEFAULT_VERSION) -> Status:
+    """Start whatever is not running (about 1 s when all is) and heal recorded faults; the final status."""
+    t0 = time.monotonic()
+    preflight(version)
+    if STATE.exists() and version_file().exists() and current_version() != version:
+        raise TestbedError(f"a testbed of {current_version()} is already here; run python -m testbed down first",
+                           code=9)
+    st = status()
+    if st.healthy:  # an active fault makes the status unhealthy: up heals it below
+        say("already up and healthy")
+        return st
+    if not STATE.exists() or proc.pid_of("kube-apiserver") is None:
+        busy = ports_in_use()
+        if busy and proc.pid_of("etcd") is None and proc.pid_of("kube-apiserver") is None:
+            raise TestbedError(f"port {', '.join(busy)} already in use by another program; stop it "
+                               "(ss -ltnp shows which) and run up again", code=10)
+    took = build.build(version, CACHE / "logs" / f"build-{version}.log", echo=say)
+    if took:
+        say(f"built binaries in {took:.0f}s")
+    STATE.mkdir(parents=True, exist_ok=True)
+    RUN.mkdir(parents=True, exist_ok=True)
+    version_file().write_text(version)
+    ensure_pki()
+    all_nodes = nodes()
+    net.setup_bridge()
+    for node in all_nodes:
+        net.setup_node(node)
+        prepare_node_fs(node)
+        start_node_holder(node)
+
+    with ThreadPoolExecutor(2) as pool:
+        cp = pool.submit(start_control_plane, version)
+        imgs = pool.submit(_start_runtimes_and_images, all_nodes, version)
+        cp.result()
+        imgs.result()
+    for node in all_nodes:
+        start_kubelet(node, version)
+        start_kube_proxy(node, version)
+        start_sshd(node)
+    _heal_recorded_faults()
+    wait("every node registered with a podCIDR", lambda: len(node_pod_cidrs()) == len(all_nodes), 90,
+         logs=tuple(f"{n.name}-kubelet" for n in all_nodes))
+    cidrs = node_pod_cidrs()
+    for node in all_nodes:
+        write_cni(node, cidrs[node.name])
+    net.set_pod_routes(all_nodes, cidrs)
+    apply_addons()
+    start_gpu_plugin(all_nodes[-1])
+    wait("every node Ready", nodes_ready, 120, 1, logs=tuple(f"{n.name}-kubelet" for n in all_nodes))
+    wait("CoreDNS available", coredns_available, 120, 1)
+    st = status()
+    if not st.healthy:
+        bad = [f"{c.name}: {c.detail}" for c in st.unhealthy()]
+        raise TestbedError(f"testbed started but unhealthy: {'; '.join(bad)}", code=7)
+    say(f"up in {time.monotonic() - t0:.1f}s; kubeconfig: {ADMIN_KUBECONFIG}")
+    return st
+
+
+def _start_runtimes_and_images(all_nodes: list[net.Node], version: str) -> None:
+    for node in all_nodes:
+        start_containerd(node)
+    import_images(all_nodes, version, echo=say)
+
+
+def _heal_recorded_faults() -> None:
+    """Undo every fault still recorded (e.g. a test killed before its heal); one that fails is reported."""
+    for entry in faults.active():
+        try:
+            faults.heal(entry.name, entry.node)
+        except TestbedError as exc:
+            say(f"could not heal {entry.name}: {exc}")

@@ -1,0 +1,75 @@
+"""What the testbed keeps in its state folder, and where each node's files live.
+
+The layer every other part builds on: certificates, kubeconfigs, per-node folders, the running
+version and the node list are found here, so a module that needs them does not have to import
+the module that starts or stops things (that is how import cycles crept in).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from . import net
+from .errors import TestbedError
+from .paths import DEFAULT_VERSION, STATE
+
+PKI = STATE / "pki"
+ADMIN_KUBECONFIG = STATE / "admin.conf"
+SSH_KEY = STATE / "ssh" / "id_ed25519"
+NODE_COUNT = int(os.environ.get("CLUSTERPROOF_TESTBED_NODES", "2"))
+# Folders `up` had to create on the machine (bind targets that did not exist); `down` removes them.
+CREATED_DIRS = STATE / "created-dirs.json"
+
+
+def nodes() -> list[net.Node]:
+    """The testbed's nodes, tb-node-1 first."""
+    return net.nodes(NODE_COUNT)
+
+
+def find_node(name: str | None, default_last: bool = False) -> net.Node:
+    """The node called NAME; without a name the first node (or the last one, where the GPU plugin runs)."""
+    all_nodes = nodes()
+    if name is None:
+        return all_nodes[-1] if default_last else all_nodes[0]
+    for n in all_nodes:
+        if n.name == name:
+            return n
+    raise TestbedError(f"no node {name!r}; nodes are {', '.join(n.name for n in all_nodes)}", code=2)
+
+
+def node_dir(node: net.Node) -> Path:
+    return STATE / "nodes" / node.name
+
+
+def bind_source(node: net.Node, target: str) -> Path:
+    """The node-private folder (or file) bound over TARGET inside the node's mount namespace."""
+    return node_dir(node) / "root" / target.strip("/").replace("/", "-")
+
+
+def containerd_address(node: net.Node) -> str:
+    """The node's containerd socket, as the machine sees it."""
+    return str(bind_source(node, "/run/containerd") / "containerd.sock")
+
+
+def version_file() -> Path:
+    return STATE / "version"
+
+
+def current_version() -> str:
+    """The Kubernetes version of the testbed here (the default one before the first up)."""
+    try:
+        return version_file().read_text().strip()
+    except OSError:
+        return DEFAULT_VERSION
+
+
+def created_dirs() -> list[str]:
+    try:
+        return json.loads(CREATED_DIRS.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def save_created_dirs(dirs: list[str]) -> None:
+    CREATED_DIRS.write_text(json.dumps(sorted(set(dirs))))
