@@ -25,6 +25,11 @@ def set_scale(scale: float) -> None:
     _scale = scale
 
 
+def scaled(seconds: float) -> float:
+    """Any duration under the run's --timeout-scale."""
+    return seconds * _scale
+
+
 def get(name: str) -> float:
     """The named timeout in seconds, scaled."""
     return _BASE[name] * _scale

@@ -3,6 +3,7 @@ and the collection guard refuses unknown or duplicate IDs with one line."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,24 @@ def test_parametrized_check_is_one_check_and_gets_its_area(pytester: pytest.Pyte
     assert res.ret == pytest.ExitCode.OK
     res = pytester.runpytest_subprocess("--co", "-q", "-m", "nodes", timeout=120)
     res.stdout.fnmatch_lines(["*test_a[[]1[]]", "*test_a[[]2[]]"])
+
+
+def test_a_check_past_its_time_limit_is_an_error_not_a_pass(pytester: pytest.Pytester, monkeypatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    pytester.makeconftest('pytest_plugins = ["fixtures.options", "fixtures.catalog", "fixtures.reporting"]\n')
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    path = pytester.path / "suites" / "nodes" / "test_x.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("import time\nimport pytest\n\n\n@pytest.mark.check('NODE-002')\ndef test_hangs():\n"
+                    "    time.sleep(30)\n\n\n@pytest.mark.check('NODE-003')\ndef test_quick():\n    pass\n")
+    kc = pytester.path / "kubeconfig"
+    kc.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    # NODE-002's limit is 60 s; scaled by 0.02 it is 1.2 s
+    res = pytester.runpytest_subprocess("--kubeconfig", str(kc), "--timeout-scale", "0.02", "--report-dir", "out",
+                                        timeout=120)
+    doc = json.loads((pytester.path / "out" / "summary.json").read_text())
+    by = {c["id"]: c for c in doc["checks"]}
+    assert by["NODE-002"]["outcome"] == "error"
+    assert "ran past its time limit of 1 s" in by["NODE-002"]["verdict"]["reason"]
+    assert by["NODE-003"]["outcome"] == "passed"
+    assert doc["verdict"] == "FAIL" and res.ret == pytest.ExitCode.TESTS_FAILED
