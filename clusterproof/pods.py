@@ -269,7 +269,8 @@ class HttpResult:
 _PY_GET = (
     "import sys, urllib.error, urllib.request\n"
     "try:\n"
-    "    r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
+    "    o = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
+    "    r = o.open(sys.argv[1], timeout=float(sys.argv[2]))\n"
     "    sys.stdout.write(r.read().decode('utf-8', 'replace'))\n"
     "except urllib.error.HTTPError as e:\n"
     "    print('server returned error: HTTP %s' % e.code); sys.exit(22)\n"
@@ -283,6 +284,7 @@ def http_script(url: str, connect_timeout: float, max_time: float) -> str:
 
     curl when the image has it, else python3, else busybox: `nc -z -w` bounds the connect and
     `timeout` the total (busybox 1.35's `wget -T` segfaults against Flask, see docs/contracts.md).
+    A proxy in the pod's environment is ignored: the probe is of the path between pods, not of a proxy.
     """
     from urllib.parse import urlsplit
 
@@ -292,11 +294,11 @@ def http_script(url: str, connect_timeout: float, max_time: float) -> str:
     py = shlex.quote(_PY_GET)
     return (
         f"if command -v curl >/dev/null 2>&1; then"
-        f" out=$(curl -sS --fail --connect-timeout {ct} --max-time {mt} {u} 2>&1);"
+        f" out=$(curl -sS --fail --noproxy '*' --connect-timeout {ct} --max-time {mt} {u} 2>&1);"
         f" rc=$?; elif command -v python3 >/dev/null 2>&1; then"
         f" T=; command -v timeout >/dev/null 2>&1 && T='timeout {mt}';"
         f" out=$($T python3 -c {py} {u} {ct} 2>&1); rc=$?;"
-        f" elif nc -z -w {ct} {host} {port} >/dev/null 2>&1; then out=$(timeout {mt} wget -q -O - {u} 2>&1); rc=$?;"
+        f" elif nc -z -w {ct} {host} {port} >/dev/null 2>&1; then out=$(timeout {mt} wget -Y off -q -O - {u} 2>&1); rc=$?;"
         f" else out='connect failed or timed out'; rc=7; fi;"
         f" printf '%s\\n{_MARK}%s\\n' \"$out\" \"$rc\""
     )
@@ -329,14 +331,19 @@ def http_get_from_pod(core_v1: Any, namespace: str, pod: str, url: str, connect_
 
 
 def http_get_local(url: str, connect_timeout: float | None = None, max_time: float | None = None) -> HttpResult:
-    """One HTTP GET from the machine running the suite, classified like the in-pod probe."""
+    """One HTTP GET from the machine running the suite, classified like the in-pod probe.
+
+    HTTP(S)_PROXY is ignored (trust_env off): a NodePort answering through a proxy proves the proxy, not the node.
+    """
     import requests
 
     ct = connect_timeout or timeouts.get("probe_connect")
     mt = max_time or timeouts.get("probe")
     source = "this machine"
     try:
-        r = requests.get(url, timeout=(ct, mt))
+        with requests.Session() as session:
+            session.trust_env = False
+            r = session.get(url, timeout=(ct, mt))
     except requests.exceptions.ConnectTimeout:
         return HttpResult("unreachable", "", f"connect timed out after {ct:.0f}s", source, url, f"GET {url}: timeout")
     except requests.exceptions.RequestException as exc:

@@ -30,6 +30,13 @@ def _parser() -> argparse.ArgumentParser:
         if action == "inject":
             a.add_argument("--value", default=None)
     fs.add_parser("list", help="Known faults and the ones active now")
+    m = fs.add_parser("matrix", help="Inject every fault the check catalog names, run the suite against each, and "
+                                     "print one row per check: owner failed, unexpected failures")
+    out = m.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="Print JSON instead")
+    out.add_argument("--markdown", action="store_true", help="Print the README's table")
+    m.add_argument("--fault", default=None, help="Only this fault (its name)")
+    m.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per suite run (default 2)")
     return p
 
 
@@ -65,11 +72,30 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{fault.name:24} {fault.description}")
         for active in tb.active_faults():
             print(f"active: {active.name} {active.node or ''}")
+    elif args.action == "matrix":
+        return _matrix(tb, args)
     elif args.action == "inject":
         tb.inject(args.name, args.node, args.value)
     else:
         tb.heal(args.name, args.node)
     return 0
+
+
+def _matrix(tb: Testbed, args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from . import matrix
+
+    runs = matrix.run_matrix(tb, args.fault, args.workers, log=lambda line: print(line, file=sys.stderr))
+    table = matrix.rows(runs)
+    if args.json:
+        print(json.dumps(matrix.to_json(runs, table), indent=1))
+    elif args.markdown:
+        print(matrix.render_markdown(table, dt.date.today().isoformat()))
+    else:
+        print(matrix.render_text(table))
+    ran = [r for r in table if r.owner_failed is not None]
+    return 0 if ran and all(r.owner_failed and not r.unexpected for r in ran) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

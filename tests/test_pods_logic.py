@@ -68,3 +68,34 @@ def test_labelled_and_affinity() -> None:
 def test_tcp_script_has_no_wget_timeout_flag() -> None:
     text = pods.tcp_script("10.0.0.1", 80, 2)
     assert "nc -z -w 2 10.0.0.1 80" in text and "wget -T" not in text
+
+
+def test_probe_from_this_machine_ignores_proxy_settings(monkeypatch) -> None:
+    """A NodePort answering through HTTP(S)_PROXY would prove the proxy, not the node: the proxy is bypassed."""
+    import http.server
+    import threading
+
+    from clusterproof import pods as pods_mod
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"hello from the node")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "ALL_PROXY"):
+            monkeypatch.setenv(var, "http://127.0.0.1:9")   # nothing listens there
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        res = pods_mod.http_get_local(f"http://127.0.0.1:{server.server_port}/", 2, 5)
+        assert (res.outcome, res.body) == ("ok", "hello from the node")
+    finally:
+        server.shutdown()
+    script = pods_mod.http_script("http://198.18.0.5:5000/", 2, 5)
+    assert "--noproxy '*'" in script and "ProxyHandler({})" in script and "wget -Y off" in script

@@ -1,0 +1,200 @@
+"""The fault matrix: every testbed fault the catalog names, injected in turn, the whole suite run against it.
+
+    python -m testbed fault matrix [--json | --markdown] [--fault NAME] [--workers N]
+
+One row per catalog check: the fault that must break it, whether it did (its owner failed), and
+the checks that failed without being its owner or a declared dependent of an owner (unexpected:
+either a missing `depends_on` in clusterproof/catalog.py or a check that reaches too far). Checks
+the catalog names no fault for get a row saying so. The testbed is healed and waited for between
+faults. The suite is run exactly as a user runs it (a subprocess, the testbed's kubeconfig).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from clusterproof import catalog
+
+from . import kube
+from .errors import TestbedError
+
+ROOT = Path(__file__).resolve().parent.parent
+BAD = ("failed", "error")
+SETTLE_TIMEOUT = 120.0
+HEAL_TIMEOUT = 240.0
+
+
+@dataclass
+class FaultRun:
+    """One fault injected, the suite run once against it."""
+
+    fault: catalog.Fault
+    owners: list[str]
+    failed: dict[str, str] = field(default_factory=dict)      # check ID -> first failure message
+    outcomes: dict[str, str] = field(default_factory=dict)    # check ID -> worst outcome
+    sign_off: str = ""
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def allowed(self) -> set[str]:
+        """Owners and everything that declares a dependency on one of them."""
+        out = set(self.owners)
+        for o in self.owners:
+            out |= catalog.dependents(o)
+        return out
+
+    @property
+    def unexpected(self) -> list[str]:
+        return sorted(set(self.failed) - self.allowed)
+
+
+@dataclass
+class Row:
+    check: str
+    fault: str
+    owner_failed: bool | None          # None: no fault names this check
+    unexpected: list[str]
+    outcome: str
+    message: str = ""
+
+
+def plan(only: str | None = None) -> dict[catalog.Fault, list[str]]:
+    """Each distinct fault the catalog names -> the checks it must break."""
+    out: dict[catalog.Fault, list[str]] = {}
+    for c in catalog.CATALOG.values():
+        for f in c.faults:
+            if only is None or f.name == only:
+                out.setdefault(f, []).append(c.id)
+    return out
+
+
+def _node_not_ready(node: str) -> Callable[[], bool]:
+    def cond() -> bool:
+        out = kube.kubectl("get", "node", node, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                           check=False)
+        return out.returncode == 0 and out.stdout.strip() != "True"
+    return cond
+
+
+def _coredns_gone() -> bool:
+    out = kube.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "name", check=False)
+    return out.returncode == 0 and not out.stdout.strip()
+
+
+def settle(fault: catalog.Fault) -> None:
+    """Wait until the fault shows the way it does on a user's broken cluster (steady state, not the first second)."""
+    node = fault.node or "tb-node-2"
+    if fault.name in ("runtime-stop", "cni-config-remove"):
+        kube.wait(f"{node} to report NotReady after {fault}", _node_not_ready(node), SETTLE_TIMEOUT)
+    elif fault.name == "coredns-scale-zero":
+        kube.wait("CoreDNS pods to be gone", _coredns_gone, SETTLE_TIMEOUT)
+
+
+def wait_healed() -> None:
+    kube.wait("the testbed to be healthy again (nodes Ready, CoreDNS available)",
+              lambda: kube.apiserver_ready() and kube.nodes_ready() and kube.coredns_available(), HEAL_TIMEOUT,
+              interval=1.0)
+
+
+def run_suite(kubeconfig: Path, ssh_key: Path, report_dir: Path, workers: int, timeout: float = 900) -> dict:
+    """The whole suite as a user runs it; its summary.json (empty when it wrote none)."""
+    cmd = [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-q", "-n", str(workers),
+           "--dist", "loadgroup", "--kubeconfig", str(kubeconfig), "--ssh-key", str(ssh_key),
+           "--report-dir", str(report_dir), "--html", str(report_dir / "report.html"), "--self-contained-html"]
+    env = {**os.environ, "CLUSTERPROOF_GPU_PROBE_IMAGE": os.environ.get("CLUSTERPROOF_GPU_PROBE_IMAGE",
+                                                                        "localhost/clusterproof/probe:1")}
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    path = report_dir / "summary.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+_ORDER = ("error", "failed", "warned", "passed", "xfailed", "xpassed", "skipped")
+
+
+def read(run: FaultRun, summary: dict) -> None:
+    run.sign_off = summary.get("verdict", "")
+    for leaf in summary.get("checks", []):
+        cid = leaf.get("id") or leaf.get("nodeid")
+        now = leaf.get("outcome", "error")
+        before = run.outcomes.get(cid)
+        if before is None or _ORDER.index(now) < _ORDER.index(before):
+            run.outcomes[cid] = now
+        if now in BAD and cid not in run.failed:
+            v = leaf.get("verdict") or {}
+            run.failed[cid] = (leaf.get("message") or v.get("reason") or v.get("observed") or now)[:300]
+
+
+def run_matrix(tb, only: str | None = None, workers: int = 2, log: Callable[[str], None] = print) -> list[FaultRun]:
+    """Inject each fault, settle, run the suite, heal, wait; FaultRuns in plan order."""
+    if not tb.status().healthy:
+        raise TestbedError("the testbed is not healthy: run `python -m testbed up` (and heal active faults) first",
+                           code=3)
+    runs = []
+    for fault, owners in plan(only).items():
+        run = FaultRun(fault, owners)
+        t0 = time.monotonic()
+        log(f"matrix: {fault} (owners {', '.join(owners)}) ...")
+        with tempfile.TemporaryDirectory(prefix="cp-matrix-") as tmp:
+            try:
+                with tb.fault(fault.name, fault.node, fault.value):
+                    settle(fault)
+                    read(run, run_suite(tb.kubeconfig(), tb.ssh_key(), Path(tmp), workers))
+            except (TestbedError, subprocess.TimeoutExpired) as exc:
+                run.error = str(exc).splitlines()[0][:300]
+            finally:
+                wait_healed()
+        run.seconds = round(time.monotonic() - t0, 1)
+        log(f"matrix: {fault}: owners failed {sorted(set(owners) & set(run.failed))}, unexpected {run.unexpected} "
+            f"({run.seconds:.0f} s)")
+        runs.append(run)
+    return runs
+
+
+def rows(runs: list[FaultRun]) -> list[Row]:
+    """One row per catalog check: its first fault's run (a check several faults break: one row per fault)."""
+    out: list[Row] = []
+    for c in catalog.CATALOG.values():
+        mine = [r for r in runs if c.id in r.owners]
+        if not mine:
+            out.append(Row(c.id, "-", None, [], "no fault declared" if not c.faults else "not run"))
+        for r in mine:
+            out.append(Row(c.id, str(r.fault), c.id in r.failed, r.unexpected,
+                           r.error or r.outcomes.get(c.id, "not run"), r.failed.get(c.id, "")))
+    return out
+
+
+def render_text(table: list[Row]) -> str:
+    lines = [f"{'check':<9} {'fault':<48} {'owner failed':<13} unexpected failures"]
+    for r in table:
+        owner = "-" if r.owner_failed is None else ("yes" if r.owner_failed else f"NO ({r.outcome})")
+        lines.append(f"{r.check:<9} {r.fault:<48} {owner:<13} {', '.join(r.unexpected) or '-'}")
+    covered = [r for r in table if r.owner_failed]
+    clean = [r for r in covered if not r.unexpected]
+    ids = {r.check for r in table}
+    lines.append(f"{len({r.check for r in covered})}/{len(ids)} checks failed by a fault, "
+                 f"{len({r.check for r in clean})} of them with no unexpected failure")
+    return "\n".join(lines)
+
+
+def render_markdown(table: list[Row], date: str) -> str:
+    out = [f"Fault matrix run on {date} (`python -m testbed fault matrix --markdown`):", "",
+           "| Check | Fault | Owner failed | Unexpected failures |", "|---|---|---|---|"]
+    for r in table:
+        owner = "-" if r.owner_failed is None else ("yes" if r.owner_failed else f"**no** ({r.outcome})")
+        fault = f"`{r.fault}`" if r.fault != "-" else "none yet"
+        out.append(f"| {r.check} | {fault} | {owner} | {', '.join(r.unexpected) or '-'} |")
+    return "\n".join(out)
+
+
+def to_json(runs: list[FaultRun], table: list[Row]) -> dict:
+    return {"runs": [{"fault": str(r.fault), "owners": r.owners, "failed": r.failed, "sign_off": r.sign_off,
+                      "unexpected": r.unexpected, "seconds": r.seconds, "error": r.error} for r in runs],
+            "rows": [asdict(r) for r in table]}

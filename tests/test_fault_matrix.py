@@ -1,0 +1,58 @@
+"""The fault matrix: each fault the catalog names fails the checks that own it and nothing undeclared.
+
+The testbed runs are one test per fault (so xdist or -k can shard them); the bookkeeping is tested
+without a cluster."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from clusterproof import catalog
+from testbed import matrix
+
+FAULTS = list(matrix.plan())
+
+
+def test_plan_covers_every_fault_the_catalog_names() -> None:
+    named = {f for c in catalog.CATALOG.values() for f in c.faults}
+    assert set(FAULTS) == named
+    owners = matrix.plan()
+    assert all(c.id in owners[f] for c in catalog.CATALOG.values() for f in c.faults)
+
+
+def test_unexpected_failures_are_those_no_owner_explains() -> None:
+    run = matrix.FaultRun(catalog.Fault("runtime-stop", node="tb-node-2"), ["CRI-002", "NODE-001"])
+    matrix.read(run, {"verdict": "FAIL", "checks": [
+        {"id": "CRI-002", "nodeid": "a", "outcome": "failed", "message": "down"},
+        {"id": "CRI-003", "nodeid": "b", "outcome": "skipped"},        # a dependent may also skip
+        {"id": "POD-001", "nodeid": "c", "outcome": "failed", "message": "x"},    # depends on NODE-001: declared
+        {"id": "HOST-004", "nodeid": "d", "outcome": "error", "message": "y"},    # nobody declared it
+        {"id": "HOST-004", "nodeid": "e", "outcome": "passed"},
+    ]})
+    assert run.unexpected == ["HOST-004"]
+    assert run.outcomes["HOST-004"] == "error"
+    table = matrix.rows([run])
+    row = next(r for r in table if r.check == "CRI-002")
+    assert row.owner_failed and row.unexpected == ["HOST-004"]
+    assert next(r for r in table if r.check == "NODE-001").owner_failed is False
+    assert next(r for r in table if r.check == "HOST-009").owner_failed is None
+    text = matrix.render_text(table)
+    assert "CRI-002   runtime-stop --node tb-node-2" in text and "NO (not run)" in text
+
+
+@pytest.mark.testbed
+@pytest.mark.parametrize("fault", FAULTS, ids=[str(f).replace(" ", "") for f in FAULTS])
+def test_fault_fails_its_owners_and_nothing_undeclared(testbed, testbed_api, fault: catalog.Fault) -> None:
+    run = matrix.FaultRun(fault, matrix.plan()[fault])
+    with tempfile.TemporaryDirectory(prefix="cp-matrix-") as tmp:
+        try:
+            with testbed_api.fault(fault.name, fault.node, fault.value):
+                matrix.settle(fault)
+                matrix.read(run, matrix.run_suite(testbed_api.kubeconfig(), testbed_api.ssh_key(), Path(tmp), 2))
+        finally:
+            matrix.wait_healed()
+    assert run.sign_off == "FAIL", run.outcomes
+    assert sorted(set(run.owners) - set(run.failed)) == [], f"owners that did not fail: {run.outcomes}"
+    assert run.unexpected == [], {k: run.failed[k] for k in run.unexpected}
