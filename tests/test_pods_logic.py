@@ -78,7 +78,7 @@ def test_probe_from_this_machine_ignores_proxy_settings(monkeypatch) -> None:
     from clusterproof import pods as pods_mod
 
     class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"hello from the node")
