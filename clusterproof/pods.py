@@ -298,7 +298,8 @@ def http_script(url: str, connect_timeout: float, max_time: float) -> str:
         f" rc=$?; elif command -v python3 >/dev/null 2>&1; then"
         f" T=; command -v timeout >/dev/null 2>&1 && T='timeout {mt}';"
         f" out=$($T python3 -c {py} {u} {ct} 2>&1); rc=$?;"
-        f" elif nc -z -w {ct} {host} {port} >/dev/null 2>&1; then out=$(timeout {mt} wget -Y off -q -O - {u} 2>&1); rc=$?;"
+        f" elif nc -z -w {ct} {host} {port} >/dev/null 2>&1; then"
+        f" out=$(timeout {mt} wget -Y off -q -O - {u} 2>&1); rc=$?;"
         f" else out='connect failed or timed out'; rc=7; fi;"
         f" printf '%s\\n{_MARK}%s\\n' \"$out\" \"$rc\""
     )

@@ -180,10 +180,21 @@ class RunResult:
         c.targets.append(target)
 
     def check_skip_chains(self) -> None:
-        """A skip that blames another check stands only when that check failed in this run (or was not
-        selected). One that blames a check which passed, or one it does not depend on, hides a finding
-        nobody reported: the run cannot sign off PASS, and the note says which skip and why."""
-        outcomes = {c.id: c.outcome for c in self.checks if c.id}
+        """A skip that blames another check stands only when that check failed in this run, or itself skipped
+        blaming one that did (NODE-001 skips for CNI-002's finding), or was not selected. One that blames a check
+        which passed, or one it does not depend on, hides a finding nobody reported: the run cannot sign off
+        PASS, and the note says which skip and why."""
+        by_id = {c.id: c for c in self.checks if c.id}
+
+        def explained(owner: str, seen: frozenset[str]) -> bool:
+            c = by_id.get(owner)
+            if c is None or c.outcome in BAD:
+                return True                 # not selected (said in the skip's reason), or failed: it stands
+            if c.outcome != Outcome.SKIPPED or owner in seen:
+                return False
+            blamed = [t.verdict.blames for t in c.targets if t.verdict is not None and t.verdict.blames]
+            return bool(blamed) and all(explained(b, seen | {owner}) for b in blamed)
+
         for c, t in self.leaves():
             v = t.verdict
             if t.outcome != Outcome.SKIPPED or v is None or not v.blames:
@@ -193,8 +204,9 @@ class RunResult:
             if c.depends_on and owner not in c.depends_on:
                 self.notes.append(f"{where} skipped blaming {owner}, which is not among its dependencies "
                                   f"({', '.join(c.depends_on)})")
-            elif owner in outcomes and outcomes[owner] not in BAD:
-                self.notes.append(f"{where} skipped blaming {owner}, but {owner} {outcomes[owner]} in this run: "
+            elif not explained(owner, frozenset({c.id or ""})):
+                seen = by_id[owner].outcome
+                self.notes.append(f"{where} skipped blaming {owner}, but {owner} {seen} in this run: "
                                   f"what it skipped on ({t.message[:200]}) is reported by no check")
 
     # -- reading

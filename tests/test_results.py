@@ -124,3 +124,17 @@ def test_a_skip_that_blames_a_passing_check_does_not_sign_off() -> None:
     wrong = _run(("HOST-002", "n1", Outcome.SKIPPED, [stranger]), ("HOST-003", "n1", Outcome.PASSED, []))
     wrong.check_skip_chains()
     assert "not among its dependencies (HOST-001)" in wrong.verdict()[1]
+
+
+def test_a_skip_may_blame_a_check_that_itself_skipped_for_a_failure() -> None:
+    """POD-001 skips for a NotReady node; NODE-001 skips because CNI-002 owns that finding; CNI-002 failed."""
+    pod = Verdict.skipped("no Ready node to run a pod on; NODE-001 reports why", blames="NODE-001")
+    node = Verdict.skipped("NotReady only because the runtime network is not ready", blames="CNI-002")
+    chain = _run(("CNI-002", "n2", Outcome.FAILED, []), ("NODE-001", None, Outcome.SKIPPED, [node]),
+                 ("POD-001", "n2", Outcome.SKIPPED, [pod]))
+    chain.check_skip_chains()
+    assert chain.notes == [] and chain.verdict()[0] == "FAIL"
+    broken = _run(("CNI-002", "n2", Outcome.PASSED, []), ("NODE-001", None, Outcome.SKIPPED, [node]),
+                  ("POD-001", "n2", Outcome.SKIPPED, [pod]))
+    broken.check_skip_chains()
+    assert len(broken.notes) == 2 and broken.verdict()[0] == "INCOMPLETE"
