@@ -186,6 +186,20 @@ def pod_problem(pod: Any, image_options: dict[str, str] | None = None) -> str | 
     return None
 
 
+def unschedulable(pod: Any, now: float, grace: float) -> str | None:
+    """The scheduler's reason when it has refused the pod for longer than `grace` seconds, else None.
+
+    A taint nobody tolerates or a node selector nothing matches does not go away while the check waits:
+    waiting out the whole rollout timeout only delays the same answer.
+    """
+    for c in pod.status.conditions or []:
+        if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+            since = c.last_transition_time.timestamp() if c.last_transition_time else now
+            if now - since >= grace:
+                return f"unschedulable for {now - since:.0f}s: {(c.message or '').strip()[:240]}"
+    return None
+
+
 def create_probe_pods(core_v1: Any, namespace: str, nodes: list[str], image: str, run: dict[str, str],
                       host_network: bool = False, prefix: str = "probe") -> dict[str, str]:
     """One probe pod per node (node -> pod name), Running, or Never with the image's name on pull errors."""

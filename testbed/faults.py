@@ -7,6 +7,8 @@ touches node processes, node files and the API, through `node`, `kube` and `stat
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -80,6 +82,20 @@ def _runtime_stop(node: net.Node, value: str | None) -> None:
 
 def _runtime_start(node: net.Node, saved: str | None) -> None:
     start_containerd(node)
+
+
+def _runtime_freeze(node: net.Node, value: str | None) -> None:
+    """A hung runtime: the socket is there, nothing answers on it (containers keep running in their shims)."""
+    pid = proc.pid_of(f"{node.name}-containerd")
+    if pid is None:
+        raise TestbedError(f"containerd is not running on {node.name}", code=6)
+    os.kill(pid, signal.SIGSTOP)
+
+
+def _runtime_thaw(node: net.Node, saved: str | None) -> None:
+    pid = proc.pid_of(f"{node.name}-containerd")
+    if pid is not None:
+        os.kill(pid, signal.SIGCONT)
 
 
 def _socket_remove(node: net.Node, value: str | None) -> None:
@@ -181,6 +197,8 @@ def _gpu_start(node: net.Node, saved: str | None) -> None:
 
 FAULTS: dict[str, _Fault] = {
     "runtime-stop": _Fault("stop containerd on a node", _runtime_stop, _runtime_start),
+    "runtime-freeze": _Fault("freeze containerd on a node (SIGSTOP: its socket stays, nothing answers)",
+                             _runtime_freeze, _runtime_thaw),
     "cri-socket-remove": _Fault("delete the CRI socket file (runtime keeps running)", _socket_remove,
                                 _socket_restore),
     "kube-proxy-stop": _Fault("stop kube-proxy on a node and remove its rules", _kube_proxy_stop, _kube_proxy_start),

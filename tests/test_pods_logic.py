@@ -99,3 +99,22 @@ def test_probe_from_this_machine_ignores_proxy_settings(monkeypatch) -> None:
         server.shutdown()
     script = pods_mod.http_script("http://198.18.0.5:5000/", 2, 5)
     assert "--noproxy '*'" in script and "ProxyHandler({})" in script and "wget -Y off" in script
+
+
+def test_a_pod_the_scheduler_refuses_is_a_dead_end_after_a_grace() -> None:
+    import datetime as dt
+
+    from kubernetes import client
+
+    from clusterproof import pods as pods_mod
+
+    t0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+    cond = client.V1PodCondition(type="PodScheduled", status="False", reason="Unschedulable",
+                                 message="0/2 nodes are available: 2 node(s) had untolerated taint",
+                                 last_transition_time=t0)
+    pod = client.V1Pod(status=client.V1PodStatus(phase="Pending", conditions=[cond]))
+    assert pods_mod.unschedulable(pod, t0.timestamp() + 5, 15) is None
+    why = pods_mod.unschedulable(pod, t0.timestamp() + 20, 15)
+    assert why is not None and why.startswith("unschedulable for 20s: 0/2 nodes are available")
+    cond.status = "True"
+    assert pods_mod.unschedulable(pod, t0.timestamp() + 60, 15) is None

@@ -148,6 +148,9 @@ def _wait_rollout(core_v1, apps_v1, h: Hello) -> None:
         dead = apps.rollout_dead_end(d, plist)
         if dead:
             raise Never(dead)
+        refused = next(((p, why) for p in plist if (why := pods.unschedulable(p, time.time(), grace / 3))), None)
+        if refused:
+            raise Never(f"pod {refused[0].metadata.name}: {refused[1]}; deployment: {apps.rollout_text(d)}")
         stuck = apps.never_ready(plist, time.time(), grace)
         if stuck:
             p, seconds = stuck
