@@ -297,7 +297,9 @@ _CHECKS = [
           depends_on=("GPU-001", "NODE-001", "NODE-005"),
           faults=(_F("gpu-plugin-stop"),)),
     Check("GPU-003", "gpu", "suites/gpu/test_gpu.py::test_pod_sees_its_memory_slice",
-          "Inside a GPU pod the visible GPU memory MUST equal its slice (nvidia-smi and cuMemGetInfo agree).",
+          "Inside a GPU pod, in every process (a kubectl exec shell too), the visible GPU memory MUST equal its "
+          "slice: cuMemGetInfo, and nvidia-smi where the setup limits NVML (MPS: the pinned limit in cuMemGetInfo's "
+          "free).",
           "A pod that sees the whole card will use it and starve the other pods sharing it.",
           "HAMi: the device plugin must mount libvgpu.so and /etc/ld.so.preload into the container; MPS: set the "
           "pinned device memory limit",
@@ -308,12 +310,14 @@ _CHECKS = [
           "check the pod's nvidia.com/gpumem request against the card and the vGPU hook's logs",
           depends_on=("GPU-002",)),
     Check("GPU-005", "gpu", "suites/gpu/test_gpu.py::test_allocation_beyond_the_slice_fails",
-          "An allocation beyond a pod's memory slice MUST fail with CUDA_ERROR_OUT_OF_MEMORY.",
+          "An allocation beyond a pod's memory slice MUST fail with CUDA_ERROR_OUT_OF_MEMORY, also from a kubectl "
+          "exec shell.",
           "Without enforcement one pod's leak takes the memory of every pod on the GPU.",
           "make the vGPU hook enforce the limit (HAMi-core libvgpu.so preloaded, pod not privileged)",
           depends_on=("GPU-002",)),
     Check("GPU-006", "gpu", "suites/gpu/test_gpu.py::test_two_pods_on_one_gpu_keep_their_own_limits",
-          "Two pods sharing one physical GPU MUST each see and be held to their own memory slice.",
+          "Two pods on one physical GPU (same UUID), holding memory at the same time, MUST each see and be held to "
+          "their own memory slice.",
           "Sharing a GPU is only safe when each tenant is held to its own slice.",
           "use HAMi, MPS or MIG for isolation; time-slicing shares the card with no memory isolation",
           depends_on=("GPU-002",)),

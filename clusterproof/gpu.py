@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,18 @@ REQUESTING_STALE_S = 120    # the scheduler asked and nobody answered (HAMi mark
 SLICE_MIB = 2048            # the memory slice the checks ask for where the setup slices memory
 TOLERANCE = 0.03            # visible vs expected memory (driver reserve differs between NVML and CUDA)
 TOLERANCE_MIN_MIB = 64
+# A CUDA context's own share of a slice: measured on an H200 (driver 580) as about 520 MiB under HAMi-core
+# (a 600m limit left 82 MiB free) and 514 MiB for an MPS client. A slice smaller than twice a context
+# plus a margin cannot hold half its size beside the context, so the plan allocates what is left.
+CONTEXT_MIB = 520
+CONTEXT_MAX_MIB = 1024      # the most a context plus the driver's reserve takes out of a slice
+ALLOC_MARGIN_MIB = 64
+MIN_ALLOC_MIB = 64
+MIN_SLICE_MIB = 2 * (CONTEXT_MIB + ALLOC_MARGIN_MIB)
+# GPU-006: the two probes meet PAIR_LEAD_S after they start (CUDA init included), try to exceed their
+# slices there while both hold their allocations, and keep holding PAIR_HOLD_S longer.
+PAIR_LEAD_S = 10.0
+PAIR_HOLD_S = 5.0
 OOM = "CUDA_ERROR_OUT_OF_MEMORY"
 PRELOAD_FAILED = "cannot be preloaded"
 # What a skip `requires` when --require-gpu turns it into a failure.
@@ -362,11 +375,23 @@ class Plan:
     card_mib: int | None = None
     nvml_limited: bool = True        # HAMi-core also limits what nvidia-smi shows; MPS does not
     note: str = ""
+    replicas: int | None = None      # MPS: how many pods share one GPU, as the plugin advertises it
+    limit_source: str = ""           # where slice_mib comes from (a label, the request, ...)
 
     @property
-    def half_mib(self) -> int:
-        """About half the slice: the CUDA context counts against the limit, so the whole slice never fits."""
-        return self.slice_mib // 2 if self.slice_mib else 1024
+    def within_mib(self) -> int | None:
+        """About half the slice, what GPU-004 allocates: the CUDA context counts against the limit, so the
+        whole slice never fits. Where half does not fit beside a context (about CONTEXT_MIB), what is left
+        after the context less a margin; None where not even MIN_ALLOC_MIB is left (the slice is too small)."""
+        if not self.slice_mib:
+            return 1024
+        half = self.slice_mib // 2
+        if not self.isolated:
+            return half
+        room = self.slice_mib - CONTEXT_MIB - ALLOC_MARGIN_MIB
+        if half <= room:
+            return half
+        return room if room >= MIN_ALLOC_MIB else None
 
     @property
     def over_mib(self) -> int | None:
@@ -378,7 +403,18 @@ class Plan:
         return over
 
     def probe_allocs(self) -> list[int]:
-        return [m for m in (self.half_mib, self.over_mib) if m]
+        return [m for m in (self.within_mib, self.over_mib) if m]
+
+    def pair_probe_args(self, lead_s: float = PAIR_LEAD_S, hold_s: float = PAIR_HOLD_S) -> list[str]:
+        """GPU-006's probe: hold the within-slice allocation, meet the other pod's probe, try to exceed the
+        slice while both hold their memory, then hold on a while longer."""
+        args: list[str] = []
+        if self.within_mib:
+            args += ["--hold-mib", str(self.within_mib)]
+        args += ["--sync-in", f"{lead_s:g}"]
+        if self.over_mib:
+            args += ["--alloc-mib", str(self.over_mib)]
+        return [*args, "--hold-s", f"{hold_s:g}"]
 
 
 def card_mib(node: GpuNode) -> int | None:
@@ -393,19 +429,37 @@ def card_mib(node: GpuNode) -> int | None:
     return node.label_int(LABEL_MEMORY)
 
 
+def mps_replicas(node: GpuNode) -> int | None:
+    """How many pods the NVIDIA plugin's sharing config lets share one GPU: GFD's replicas label, else the
+    advertised capacity over GFD's GPU count (the plugin advertises GPUs x replicas)."""
+    replicas = node.label_int(LABEL_REPLICAS)
+    if replicas:
+        return replicas
+    count = node.label_int(LABEL_COUNT)
+    cap = node.resources.get(node.resource, (0, 0))[0]
+    if count and cap and cap % count == 0:
+        return cap // count
+    return None
+
+
 def plan_for(node: GpuNode, slice_mib: int = SLICE_MIB) -> Plan:
     card = card_mib(node)
     res = {node.resource: 1}
     if node.sharing == "vgpu":
-        want = slice_mib if not card or card >= 2 * slice_mib else max(card // 4, 256)
+        want = slice_mib if not card or card >= 2 * slice_mib else max(card // 4, MIN_SLICE_MIB)
         res[GPUMEM] = want
         return Plan(node.name, node.setup, "vgpu", res, want, True, card, True,
-                    f"HAMi slice of {want} MiB (nvidia.com/gpumem) on a {card or '?'} MiB card")
-    replicas = node.label_int(LABEL_REPLICAS, 1) or 1
+                    f"HAMi slice of {want} MiB (nvidia.com/gpumem) on a {card or '?'} MiB card",
+                    limit_source=f"the pod's {GPUMEM} request")
     if node.sharing == "mps":
-        limit = card // replicas if card else None
+        replicas = mps_replicas(node)
+        limit = card // replicas if card and replicas else None
+        source = (f"{LABEL_MEMORY} {card} MiB / {replicas} replicas" if limit else
+                  f"no {LABEL_MEMORY} label: the card's memory as the probe reads it / {replicas or '?'} replicas")
         return Plan(node.name, node.setup, "mps", res, limit, True, card, False,
-                    f"MPS sharing: {card or '?'} MiB / {replicas} replicas (pinned memory limit)")
+                    f"MPS sharing: {card or '?'} MiB / {replicas or '?'} replicas (pinned memory limit)",
+                    replicas=replicas, limit_source=source)
+    replicas = node.label_int(LABEL_REPLICAS, 1) or 1
     if node.sharing == "time-slicing":
         return Plan(node.name, node.setup, "time-slicing", res, card, False, card, True,
                     f"time-slicing with {replicas} replicas: no memory isolation by design")
@@ -442,7 +496,9 @@ class ProbeOutput:
         return rows[0].get("total_mib") if rows else None
 
     def alloc(self, mib: int | None) -> dict | None:
-        return next((a for a in self.data.get("allocs", []) if a.get("mib") == mib), None)
+        """The attempt to allocate `mib` MiB: freed at once (allocs) or held (GPU-006's held allocation)."""
+        tries = [*self.data.get("allocs", []), *self.data.get("held", [])]
+        return next((a for a in tries if a.get("mib") == mib), None)
 
     def no_cuda(self) -> str | None:
         """Why the probe saw no usable CUDA device, or None."""
@@ -471,6 +527,47 @@ class ProbeOutput:
     def oversubscribed(self) -> bool:
         return str((self.data.get("env") or {}).get("CUDA_OVERSUBSCRIBE", "")).lower() == "true"
 
+    @property
+    def label(self) -> str:
+        return str(self.data.get("label") or "")
+
+    @property
+    def gpu_uuid(self) -> tuple[str | None, str]:
+        """The physical GPU's UUID as the probe measured it, and from where: CUDA's cuDeviceGetUuid, else the
+        one GPU nvidia-smi lists. Never a device-list string (NVIDIA_VISIBLE_DEVICES can be a path that is
+        the same for every GPU under the volume-mounts strategy)."""
+        uuid = self.cuda.get("uuid")
+        if uuid:
+            return str(uuid), "cuDeviceGetUuid"
+        rows = self.smi.get("rows") or []
+        if len(rows) == 1 and rows[0].get("uuid"):
+            return str(rows[0]["uuid"]), "nvidia-smi (the one GPU it lists)"
+        if len(rows) > 1:
+            return None, f"no CUDA UUID and nvidia-smi lists {len(rows)} GPUs"
+        return None, "neither cuDeviceGetUuid nor nvidia-smi gave a UUID"
+
+    @property
+    def vgpu_loaded(self) -> bool | None:
+        """Whether HAMi-core's libvgpu.so is mapped in the probe's process (None: a probe too old to say)."""
+        mapped = (self.data.get("preload") or {}).get("vgpu_mapped")
+        return None if mapped is None else bool(mapped)
+
+    @property
+    def smi_used_mib(self) -> int | None:
+        rows = self.smi.get("rows") or []
+        return rows[0].get("used_mib") if rows else None
+
+    @property
+    def card_free_mib(self) -> int | None:
+        """What the whole card has free for CUDA, where NVML is not limited: nvidia-smi's total less used, less
+        what the driver keeps (NVML's total over CUDA's device total: 616 MiB on an H200, 470 on an H100)."""
+        total, used = self.smi_total_mib, self.smi_used_mib
+        if total is None or used is None:
+            return None
+        device = self.cuda.get("device_total_mib")
+        reserve = max(0, total - device) if isinstance(device, int) and device <= total else 0
+        return total - used - reserve
+
     def summary(self) -> str:
         c = self.cuda
         parts = [f"cuMemGetInfo total {c.get('total_mib')} MiB free {c.get('free_mib')} MiB" if c.get("lib")
@@ -479,6 +576,8 @@ class ProbeOutput:
             parts.append(f"nvidia-smi memory.total {self.smi_total_mib} MiB")
         elif self.smi.get("error"):
             parts.append(f"nvidia-smi: {self.smi['error']}")
+        for a in self.data.get("held", []):
+            parts.append(f"held {a.get('mib')} MiB: {a.get('result')}")
         for a in self.data.get("allocs", []):
             parts.append(f"alloc {a.get('mib')} MiB: {a.get('result')}")
         env = self.limit_env()
@@ -533,8 +632,104 @@ def _no_cuda_skip(subject: str, out: ProbeOutput, plan: Plan) -> Verdict | None:
                    requires=NEEDS_CUDA)
 
 
+FIX_SMI = ("the NVIDIA container runtime must give the pod nvidia-smi and NVML (NVIDIA_DRIVER_CAPABILITIES with "
+           "utility, which the probe pod sets): check the nvidia-container-toolkit on the node")
+FIX_PRELOAD = ("the device plugin must mount /etc/ld.so.preload naming libvgpu.so into the container (HAMi's does), "
+               "not rely on LD_PRELOAD in the container's env: a shell or a tool that drops the env runs unlimited")
+FIX_MPS = "check the MPS control daemon of the NVIDIA device plugin (sharing.mps) and its pinned memory limit"
+EXEC_SHELL = "kubectl exec shell, LD_PRELOAD unset"
+
+
+def _tol(mib: int) -> int:
+    return max(TOLERANCE_MIN_MIB, int(TOLERANCE * mib))
+
+
+def parse_mps_limit(value: str | None, device: int = 0) -> int | None:
+    """CUDA_MPS_PINNED_DEVICE_MEM_LIMIT for one device in MiB: `0=2G,1=512M` or one value for all (`2G`)."""
+    if not value:
+        return None
+    for part in value.split(","):
+        dev, _, amount = part.strip().rpartition("=")
+        if dev and dev.strip() != str(device):
+            continue
+        m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)I?B?\s*", amount.upper())
+        if not m:
+            return None
+        n, unit = int(m.group(1)), m.group(2)
+        return {"": n, "K": n // 1024, "M": n, "G": n * 1024, "T": n * 1024 * 1024}[unit]
+    return None
+
+
+def mps_limit(out: ProbeOutput, plan: Plan) -> tuple[int | None, str]:
+    """The pinned limit the plugin configured for this pod, and where it comes from: the pod's
+    CUDA_MPS_PINNED_DEVICE_MEM_LIMIT, else the node's labels (memory / replicas), else the card's memory as
+    the probe reads it over the replicas the plugin advertises. (None, why) where none of them says."""
+    env = (out.data.get("env") or {}).get("CUDA_MPS_PINNED_DEVICE_MEM_LIMIT")
+    mib = parse_mps_limit(env)
+    if mib:
+        return mib, f"CUDA_MPS_PINNED_DEVICE_MEM_LIMIT={env} in the pod"
+    if plan.slice_mib:
+        return plan.slice_mib, plan.limit_source or plan.note
+    card = out.smi_total_mib or out.cuda.get("device_total_mib")
+    if plan.replicas and plan.replicas > 1 and card:
+        return card // plan.replicas, f"the card's {card} MiB / {plan.replicas} replicas"
+    return None, (f"no CUDA_MPS_PINNED_DEVICE_MEM_LIMIT in the pod, no {LABEL_MEMORY} label and "
+                  f"{plan.replicas or 'no'} replica(s) advertised")
+
+
+def _mps_visible(out: ProbeOutput, plan: Plan, subject: str) -> Verdict:
+    """MPS: the pinned limit shows in cuMemGetInfo's free (limit less the client's context) while total stays
+    the card (measured on an H200, driver 580). A figure under the limit is only the limit's doing when the
+    card itself has more free: else it is other processes' memory (a busy card), which proves nothing."""
+    limit, source = mps_limit(out, plan)
+    seen = out.summary()
+    if limit is None:
+        return Verdict.skipped(f"cannot tell which pinned memory limit the MPS plugin configured on {plan.node} "
+                               f"({source}), so the pod's view cannot be judged; label the node with GFD "
+                               f"({LABEL_MEMORY}, {LABEL_REPLICAS})", subject=subject)
+    free = out.cuda.get("free_mib")
+    if free is None:
+        return Verdict.failed(subject, f"the {limit} MiB pinned limit in cuMemGetInfo", "cuMemGetInfo gave no free "
+                              f"figure ({seen})", "report this as a clusterproof bug")
+    expected = f"at most {limit} MiB free and no less than that minus a CUDA context (MPS pinned limit, {source})"
+    tol = _tol(limit)
+    card = out.smi_total_mib or out.cuda.get("device_total_mib")
+    card_free = out.card_free_mib
+    if free > limit + tol:
+        observed = f"cuMemGetInfo free {free} MiB, more than the {limit} MiB limit"
+        if (card and _close(free + CONTEXT_MIB, card)) or (card_free is not None
+                                                          and free + CONTEXT_MAX_MIB >= card_free):
+            observed += " (what the whole card has free: no pinned limit applies to the pod)"
+        return Verdict.failed(subject, expected, f"{observed}; {seen}", FIX_MPS)
+    used = (f"nvidia-smi: {out.smi_used_mib} of {out.smi_total_mib} MiB used" if card_free is not None
+            else "nvidia-smi gave no memory.used")
+    if free < limit - CONTEXT_MAX_MIB - tol:
+        return Verdict.failed(subject, expected,
+                              f"only {free} MiB free, less than the {limit} MiB limit minus a CUDA context: other "
+                              f"processes hold memory on the card (a busy card; {used}) or a smaller limit is set; "
+                              f"{seen}", "free the GPU of processes outside the MPS slices, or " + FIX_MPS)
+    if card_free is None:
+        return Verdict.skipped(f"cuMemGetInfo shows {free} MiB free, within the {limit} MiB limit, but {used}: "
+                               "without the card's own free memory a pinned limit cannot be told from a busy card; "
+                               + FIX_SMI, subject=subject)
+    if card_free - free <= CONTEXT_MAX_MIB + tol:
+        return Verdict.skipped(f"cannot tell the pinned limit from a busy card: cuMemGetInfo shows {free} MiB free "
+                               f"and the whole card has only {card_free} MiB free ({used}), so the figure may be "
+                               "other processes' memory, not the limit; rerun when the GPU is idle",
+                               subject=subject)
+    return Verdict.passed(subject, expected, f"{seen}; the card has {card_free} MiB free, the pod sees {free}")
+
+
+def _not_loaded_note(out: ProbeOutput) -> str:
+    pre = out.data.get("preload") or {}
+    how = (f"/etc/ld.so.preload names {', '.join(pre['entries'])}" if pre.get("entries")
+           else "no /etc/ld.so.preload entry")
+    env = pre.get("ld_preload_env")
+    return f"libvgpu.so is not loaded in the process ({how}; LD_PRELOAD {('= ' + env) if env else 'unset'})"
+
+
 def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Verdict:
-    """The pod sees its slice: cuMemGetInfo total (and nvidia-smi where the setup limits NVML too)."""
+    """The pod sees its slice: cuMemGetInfo total and, where the setup limits NVML too, nvidia-smi agreeing."""
     subject = f"visible GPU memory in {pod} on {plan.node}"
     skip = _no_cuda_skip(subject, out, plan)
     if skip:
@@ -545,23 +740,24 @@ def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Ve
         return Verdict.skipped(f"{plan.node} shares GPUs by time-slicing: no memory isolation by design, the pod "
                                f"sees {cuda_total} MiB of the card; use HAMi, MPS or MIG for isolation",
                                subject=subject)
+    if plan.sharing == "mps":
+        return _mps_visible(out, plan, subject)
     expected = plan.slice_mib
     if expected is None:                      # MIG: what CUDA sees is the instance; nvidia-smi must agree
         expected = cuda_total
     assert expected is not None               # _no_cuda_skip returned above when cuMemGetInfo gave no total
     preload = out.preload_failed()
     bad = []
-    free = out.cuda.get("free_mib")
-    if plan.sharing == "mps" and expected is not None and free is not None:
-        # Measured on an H200 (driver 580): an MPS client's pinned limit shows in cuMemGetInfo's *free*
-        # (limit minus the client's context), while total stays the whole card.
-        if free <= expected + max(TOLERANCE_MIN_MIB, TOLERANCE * expected):
-            return Verdict.passed(subject, f"at most {expected} MiB free (MPS pinned limit)", seen)
-        bad.append(f"cuMemGetInfo free {free} MiB")
-    elif cuda_total is not None and not _close(cuda_total, expected):
+    if cuda_total is not None and not _close(cuda_total, expected):
         bad.append(f"cuMemGetInfo total {cuda_total} MiB")
-    if plan.nvml_limited and smi_total is not None and not _close(smi_total, expected):
-        bad.append(f"nvidia-smi memory.total {smi_total} MiB")
+    smi_missing = False
+    if plan.nvml_limited:
+        if smi_total is None:
+            smi_missing = True
+            bad.append(f"nvidia-smi gave no memory.total ({out.smi.get('error') or 'no row'}), so it cannot be "
+                       "compared with cuMemGetInfo")
+        elif not _close(smi_total, expected):
+            bad.append(f"nvidia-smi memory.total {smi_total} MiB")
     if not bad:
         return Verdict.passed(subject, f"{expected} MiB", seen)
     card = plan.card_mib
@@ -569,14 +765,19 @@ def visible_memory(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Ve
     observed = ", ".join(bad)
     if whole and plan.isolated:
         observed += f" (the whole {card} MiB card: the limit is not applied)"
+    if plan.sharing == "vgpu" and out.vgpu_loaded is False:
+        observed += "; " + _not_loaded_note(out)
     if preload:
         observed += f"; {preload}"
     if plan.isolated and not out.limit_env() and plan.sharing == "vgpu":
         observed += "; no CUDA_DEVICE_MEMORY_LIMIT_* in the container's environment"
-    fix = FIX_HAMI if plan.sharing == "vgpu" else (
-        "check the MPS control daemon of the NVIDIA device plugin (sharing.mps) and its pinned memory limit"
-        if plan.sharing == "mps" else "check the GPU node's driver and the device plugin's configuration")
-    return Verdict.failed(subject, f"{expected} MiB ({plan.note})", observed, fix)
+    if smi_missing and len(bad) == 1:
+        fix = FIX_SMI
+    elif plan.sharing == "vgpu":
+        fix = FIX_HAMI
+    else:
+        fix = "check the GPU node's driver and the device plugin's configuration"
+    return Verdict.failed(subject, f"{expected} MiB in cuMemGetInfo and nvidia-smi ({plan.note})", observed, fix)
 
 
 def half_slice_allocates(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Verdict:
@@ -584,17 +785,31 @@ def half_slice_allocates(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod")
     skip = _no_cuda_skip(subject, out, plan)
     if skip:
         return skip
-    mib = plan.half_mib
+    mib = plan.within_mib
+    free = out.cuda.get("free_mib")
+    after_ctx = f"{free} MiB of it free after the CUDA context" if free is not None else "the context's share unknown"
+    if mib is None:
+        return Verdict.failed(subject, f"room in the {plan.slice_mib} MiB slice for a CUDA context (about "
+                              f"{CONTEXT_MIB} MiB) plus half the slice",
+                              f"the slice is too small for a CUDA context plus half the slice ({after_ctx})",
+                              f"ask for a slice of at least {MIN_SLICE_MIB} MiB ({GPUMEM} on HAMi): a CUDA context "
+                              f"alone takes about {CONTEXT_MIB} MiB of it")
+    adapted = plan.slice_mib is not None and mib < plan.slice_mib // 2
+    what = (f"{mib} MiB (what is left of the {plan.slice_mib} MiB slice beside a CUDA context of about "
+            f"{CONTEXT_MIB} MiB; half does not fit)" if adapted else f"{mib} MiB")
     a = out.alloc(mib)
     if a is None:
         return Verdict.failed(subject, f"a {mib} MiB allocation attempted", "the probe did not try it",
-                       "report this as a clusterproof bug")
+                              "report this as a clusterproof bug")
     if a.get("rc") == 0:
-        return Verdict.passed(subject, f"{mib} MiB allocated", str(a.get("result")))
-    return Verdict.failed(subject, f"cuMemAlloc of {mib} MiB (half of {plan.slice_mib} MiB) to succeed",
-                   f"{a.get('result')} ({out.summary()})",
-                   "the slice is too small for the CUDA context plus data, or other processes hold the memory: "
-                   "check nvidia-smi on the node and the pod's nvidia.com/gpumem")
+        return Verdict.passed(subject, f"{what} allocated", str(a.get("result")))
+    observed = f"{a.get('result')} ({out.summary()})"
+    if free is not None and free < mib:
+        observed += (f"; only {free} MiB of the {plan.slice_mib} MiB slice are free after the CUDA context: the "
+                     "slice is too small for a context plus half the slice")
+    return Verdict.failed(subject, f"cuMemAlloc of {what} to succeed", observed,
+                          "the slice is too small for the CUDA context plus data, or other processes hold the memory: "
+                          "check nvidia-smi on the node and the pod's nvidia.com/gpumem")
 
 
 def over_slice_fails(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> Verdict:
@@ -615,41 +830,164 @@ def over_slice_fails(out: ProbeOutput, plan: Plan, pod: str = "the GPU pod") -> 
     a = out.alloc(plan.over_mib)
     if a is None:
         return Verdict.failed(subject, f"a {plan.over_mib} MiB allocation attempted", "the probe did not try it",
-                       "report this as a clusterproof bug")
+                              "report this as a clusterproof bug")
     if a.get("result") == OOM:
+        if plan.sharing == "mps":
+            # An MPS pod sees the card's real free memory: an OOM proves the limit only where the card had room.
+            card_free = out.card_free_mib
+            if card_free is None:
+                return Verdict.skipped(f"{OOM} for {plan.over_mib} MiB, but nvidia-smi gave no memory.used: without "
+                                       "the card's own free memory the limit cannot be told from a busy card; "
+                                       + FIX_SMI, subject=subject)
+            if card_free < plan.over_mib + CONTEXT_MAX_MIB:
+                return Verdict.skipped(f"{OOM} for {plan.over_mib} MiB proves no limit: the whole card has only "
+                                       f"{card_free} MiB free (a busy card); rerun when the GPU is idle",
+                                       subject=subject)
         return Verdict.passed(subject, OOM, str(a.get("result")))
     observed = f"cuMemAlloc of {plan.over_mib} MiB returned {a.get('result')}"
     if a.get("rc") == 0:
         observed += f" (the pod can exceed its {plan.slice_mib} MiB slice)"
+    if plan.sharing == "vgpu" and out.vgpu_loaded is False:
+        observed += "; " + _not_loaded_note(out)
     preload = out.preload_failed()
     if preload:
         observed += f"; {preload}"
     return Verdict.failed(subject, f"{OOM} for {plan.over_mib} MiB (slice {plan.slice_mib} MiB)", observed,
-                   FIX_HAMI if plan.sharing == "vgpu" else "check the MPS pinned memory limit of the device plugin")
+                          FIX_HAMI if plan.sharing == "vgpu" else FIX_MPS)
 
 
-def pair_keeps_limits(outs: dict[str, ProbeOutput], plans: dict[str, Plan], same_gpu: bool | None) -> Verdict:
-    """Two pods on one physical GPU: each sees and is held to its own slice."""
+def exec_shell_argv(probe_argv: list[str]) -> list[str]:
+    """The probe as a user's `kubectl exec` shell runs it without the container's LD_PRELOAD: HAMi-core's
+    hook must still come, from /etc/ld.so.preload (the other env, the limits included, stays as exec gives it)."""
+    return ["/bin/sh", "-c", "unset LD_PRELOAD; exec " + shlex.join(probe_argv)]
+
+
+def every_process(rule, runs: dict[str, ProbeOutput | None], plan: Plan, pod: str = "the GPU pod",
+                  errors: dict[str, str] | None = None) -> Verdict:
+    """One memory rule (visible_memory, over_slice_fails, ...) over every probe run in the pod: the container's
+    own process and a kubectl exec shell. A failure in any run fails, naming it; else the first skip; else pass."""
+    errors = errors or {}
+    verdicts: dict[str, Verdict] = {}
+    for label, out in runs.items():
+        if out is None:
+            verdicts[label] = Verdict.failed(f"the GPU probe in {pod} ({label})", "a result",
+                                             errors.get(label) or "none",
+                                             "pass a --gpu-probe-image that has /bin/sh and python3")
+        else:
+            verdicts[label] = rule(out, plan, f"{pod} ({label})" if len(runs) > 1 else pod)
+    failed = {k: v for k, v in verdicts.items() if v.status == Status.FAIL}
+    if failed:
+        label, first = next(iter(failed.items()))
+        observed = "; ".join(f"{k}: {v.observed}" for k, v in failed.items())
+        fix = first.fix
+        shell = runs.get(EXEC_SHELL)
+        if plan.sharing == "vgpu" and EXEC_SHELL in failed and shell is not None and shell.vgpu_loaded is False:
+            observed += ("; HAMi-core's libvgpu.so is not loaded in a shell opened with kubectl exec once LD_PRELOAD "
+                         "is unset: it is not preloaded through /etc/ld.so.preload")
+            fix = FIX_PRELOAD
+        subject = first.subject.replace(f" ({label})", "") + (f" (in {', '.join(failed)})" if len(runs) > 1 else "")
+        return Verdict.failed(subject, first.expected, observed, fix,
+                              rows=[v.message for v in failed.values()] if len(failed) > 1 else [])
+    for v in verdicts.values():
+        if v.status != Status.PASS:
+            return v
+    first = next(iter(verdicts.values()))
+    if len(verdicts) == 1:
+        return first
+    return Verdict.passed(first.subject.split(" (")[0] + f" (in {', '.join(verdicts)})", first.expected,
+                          "; ".join(f"{k}: {v.observed}" for k, v in verdicts.items()))
+
+
+def _held_problems(outs: dict[str, ProbeOutput]) -> list[str]:
+    rows = []
+    for pod, out in outs.items():
+        others = ", ".join(p for p in outs if p != pod)
+        for h in out.data.get("held") or []:
+            if h.get("rc") != 0:
+                rows.append(f"{pod}: holding {h.get('mib')} MiB of its own slice failed with {h.get('result')} while "
+                            f"{others} held memory on the same GPU")
+    return rows
+
+
+def overlap(outs: dict[str, ProbeOutput]) -> tuple[bool | None, str]:
+    """Whether each probe made its over-the-slice attempt while every other one held its context and allocation.
+
+    From the probes' own time stamps (one node, one clock). None: a probe recorded no hold (an old probe, or
+    one that never got so far); False: they missed each other.
+    """
+    windows: dict[str, tuple[float, float]] = {}
+    tries: dict[str, list[float]] = {}
+    for pod, out in outs.items():
+        tl = out.data.get("timeline") or {}
+        if not out.data.get("held") or tl.get("held") is None or tl.get("released") is None:
+            return None, f"{pod}'s probe held no allocation (it allocated and freed at once)"
+        windows[pod] = (float(tl["held"]), float(tl["released"]))
+        tries[pod] = [float(a["t"]) for a in out.data.get("allocs", []) if a.get("t") is not None]
+        during = out.data.get("mem_during") or {}
+        if during.get("t") is not None:
+            tries[pod].append(float(during["t"]))
+        tries[pod] = sorted(set(tries[pod]))
+        if not tries[pod]:
+            return None, f"{pod}'s probe made no attempt while it held its memory"
+    t0 = min(lo for lo, _ in windows.values())
+
+    def at(t: float) -> str:
+        return f"+{t - t0:.1f}s"
+
+    for pod in outs:
+        for other, (lo, hi) in windows.items():
+            if other == pod:
+                continue
+            for t in tries[pod]:
+                if not lo <= t <= hi:
+                    return False, (f"{pod} tried at {at(t)}, outside {other}'s hold {at(lo)}..{at(hi)}")
+    return True, "; ".join(f"{p} held its memory {at(lo)}..{at(hi)} and read and tried to exceed its slice at "
+                           f"{', '.join(dict.fromkeys(at(t) for t in tries[p]))}" for p, (lo, hi) in windows.items())
+
+
+def pair_keeps_limits(outs: dict[str, ProbeOutput], plans: dict[str, Plan], same_gpu: bool | None,
+                      gpus: str = "") -> Verdict:
+    """Two pods on one physical GPU, holding their contexts and allocations at the same time: each sees and is
+    held to its own slice. Not proven (different or unknown GPUs, probes that missed each other) is a skip."""
     subject = "two pods on one GPU"
     for pod, out in outs.items():
         skip = _no_cuda_skip(f"{subject} ({pod})", out, plans[pod])
         if skip:
             return skip
+    if same_gpu is None:
+        return Verdict.skipped(f"cannot tell whether the two pods share one physical GPU ({gpus or 'no GPU UUID'}): "
+                               "sharing was not proven, so nothing is judged; use a --gpu-probe-image whose libcuda "
+                               "answers cuDeviceGetUuid, or give the pod nvidia-smi", subject=subject)
     if same_gpu is False:
-        return Verdict.skipped("the two pods landed on different GPUs, so sharing was not exercised; free a GPU or "
-                               "pin one with nvidia.com/use-gpuuuid", subject=subject)
+        return Verdict.skipped(f"the two pods landed on different GPUs ({gpus}), so sharing was not exercised; free "
+                               "a GPU or pin one with nvidia.com/use-gpuuuid", subject=subject)
+    held = _held_problems(outs)
+    if held:
+        return Verdict.failed(subject, "each pod able to hold part of its own slice while the other holds its own",
+                              f"{len(held)} problem(s): {held[0]}", FIX_HAMI, rows=held)
+    together, when = overlap(outs)
+    if together is not True:
+        return Verdict.skipped(f"the two probes did not hold their memory at the same time ({when}), so sharing "
+                               "was not exercised; rerun with a larger --timeout-scale", subject=subject)
     bad = []
     for pod, out in outs.items():
-        for v in (visible_memory(out, plans[pod], pod), over_slice_fails(out, plans[pod], pod)):
+        plan = plans[pod]
+        for v in (visible_memory(out, plan, pod), over_slice_fails(out, plan, pod)):
             if v.status == Status.FAIL:
                 bad.append(f"{pod}: {v.observed} (expected {v.expected})")
             elif v.status == Status.SKIP:
                 return Verdict.skipped(v.reason, subject=subject, requires=v.requires)
+        during = out.data.get("mem_during") or {}
+        if plan.sharing == "vgpu" and plan.slice_mib and during.get("total_mib") is not None \
+                and not _close(int(during["total_mib"]), plan.slice_mib):
+            bad.append(f"{pod}: while the other pod held memory, cuMemGetInfo total {during['total_mib']} MiB "
+                       f"(expected its own {plan.slice_mib} MiB)")
+    expected = "each pod limited to its own slice while both hold memory on the GPU"
     if bad:
-        return Verdict.failed(subject, "each pod limited to its own slice",
-                       f"{len(bad)} problem(s): {bad[0]}", FIX_HAMI)
-    return Verdict.passed(subject, "each pod limited to its own slice",
-                   "; ".join(f"{p}: {o.summary()}" for p, o in outs.items()))
+        return Verdict.failed(subject, expected, f"{len(bad)} problem(s): {bad[0]}",
+                              FIX_HAMI if any(p.sharing == "vgpu" for p in plans.values()) else FIX_MPS, rows=bad)
+    return Verdict.passed(subject, expected, f"same GPU ({gpus}); {when}; "
+                          + "; ".join(f"{p}: {o.summary()}" for p, o in outs.items()))
 
 
 def probe_result_missing(error: str | None, exec_error: str | None, has_output: bool) -> Verdict | None:
@@ -784,15 +1122,19 @@ def pair_plans(node: GpuNode, plan: Plan, names: tuple[str, str] = ("gpu-pair-a"
                ) -> tuple[dict[str, Plan], dict[str, str]]:
     """Plans for two pods meant to share one physical GPU, and the pod annotations that pin them there.
 
-    HAMi: different slices (the plan's and half of it), pinned with nvidia.com/use-gpuuuid to the
-    first healthy GPU. MPS: the daemon's limit is the same for both; the node's only GPU is shared.
+    HAMi: different slices (the plan's and half as much again, both big enough for a CUDA context plus half
+    the slice; a smaller second slice would be too small on real HAMi-core), pinned with
+    nvidia.com/use-gpuuuid to the first healthy GPU. MPS: the daemon's limit is the same for both.
     """
     import copy
 
     a, b = copy.deepcopy(plan), copy.deepcopy(plan)
     ann: dict[str, str] = {}
     if plan.sharing == "vgpu" and plan.slice_mib:
-        b.slice_mib = max(plan.slice_mib // 2, 256)
+        bigger = plan.slice_mib + plan.slice_mib // 2
+        if plan.card_mib and plan.slice_mib + bigger > plan.card_mib:
+            bigger = max(plan.card_mib - plan.slice_mib, MIN_SLICE_MIB)
+        b.slice_mib = bigger
         b.resources = {**plan.resources, GPUMEM: b.slice_mib}
         b.note = f"HAMi slice of {b.slice_mib} MiB (nvidia.com/gpumem)"
         try:
@@ -804,29 +1146,17 @@ def pair_plans(node: GpuNode, plan: Plan, names: tuple[str, str] = ("gpu-pair-a"
     return {names[0]: a, names[1]: b}, ann
 
 
-def _gpu_ids(annotations: dict[str, str], out: ProbeOutput | None) -> set[str] | None:
-    for p in VGPU_PREFIXES:
-        try:
-            ctrs = parse_allocated(annotations.get(p + ALLOCATED))
-        except ValueError:
-            continue
-        ids = {d.uuid for c in ctrs for d in c}
-        if ids:
-            return ids
-    if out is not None:
-        env = out.data.get("env") or {}
-        vis = env.get("NVIDIA_VISIBLE_DEVICES", "")
-        if vis and vis not in ("all", "void", "none"):
-            return {v.strip() for v in vis.split(",") if v.strip()}
-        rows = out.smi.get("rows") or []
-        if rows and rows[0].get("uuid"):
-            return {r["uuid"] for r in rows}
-    return None
-
-
-def same_gpu(annotations: dict[str, dict[str, str]], outputs: dict[str, ProbeOutput | None]) -> bool | None:
-    """Whether the pods got the same physical GPU (None: cannot tell)."""
-    ids = [_gpu_ids(annotations.get(p, {}), outputs.get(p)) for p in annotations]
-    if any(i is None for i in ids) or len(ids) < 2:
-        return None
-    return all(i == ids[0] for i in ids[1:])
+def same_gpu(outputs: dict[str, ProbeOutput | None]) -> tuple[bool | None, str]:
+    """Whether the pods' probes measured the same physical GPU (by UUID), and the UUIDs seen; None: cannot tell."""
+    ids: dict[str, str] = {}
+    for pod, out in outputs.items():
+        if out is None:
+            return None, f"{pod} gave no probe output"
+        uuid, source = out.gpu_uuid
+        if uuid is None:
+            return None, f"{pod}: {source}"
+        ids[pod] = uuid
+    if len(ids) < 2:
+        return None, "fewer than two probe outputs"
+    text = ", ".join(f"{p}: {u}" for p, u in ids.items())
+    return len(set(ids.values())) == 1, text

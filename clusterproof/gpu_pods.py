@@ -33,6 +33,18 @@ class ProbePod:
     output: gpu.ProbeOutput | None = None
     raw: str = ""
     notes: list[str] = field(default_factory=list)
+    shell_output: gpu.ProbeOutput | None = None   # the probe again from a kubectl exec shell without LD_PRELOAD
+    shell_error: str | None = None
+
+    def runs(self) -> dict[str, gpu.ProbeOutput | None]:
+        """Every probe run in the pod by how it was launched: the container's own env, then the exec shell."""
+        out: dict[str, gpu.ProbeOutput | None] = {"probe": self.output}
+        if self.shell_output is not None or self.shell_error is not None:
+            out[gpu.EXEC_SHELL] = self.shell_output
+        return out
+
+    def run_errors(self) -> dict[str, str]:
+        return {k: v for k, v in (("probe", self.exec_error), (gpu.EXEC_SHELL, self.shell_error)) if v}
 
     @property
     def annotations(self) -> dict[str, str]:
@@ -118,22 +130,52 @@ def start_probe_pods(core_v1, namespace: str, image: str, specs: list[tuple[str,
     return out
 
 
-def run_probe(core_v1, pp: ProbePod, allocs: list[int]) -> None:
-    """Exec the probe in a running pod; fills pp.output or pp.exec_error."""
-    argv = ["python3", PROBE]
-    for mib in allocs:
-        argv += ["--alloc-mib", str(mib)]
-    res = pods.exec_in_pod(core_v1, pp.namespace, pp.name, argv, timeout=timeouts.get("exec") * 3)
-    pp.raw = res.evidence()
-    evidence(f"GPU probe in {pp.namespace}/{pp.name} on {pp.plan.node}", pp.raw)
+def _exec_probe(core_v1, pp: ProbePod, argv: list[str], what: str, timeout: float
+                ) -> tuple[gpu.ProbeOutput | None, str | None]:
+    res = pods.exec_in_pod(core_v1, pp.namespace, pp.name, argv, timeout=timeout)
+    raw = res.evidence()
+    evidence(f"GPU probe ({what}) in {pp.namespace}/{pp.name} on {pp.plan.node}", raw)
+    if what == "probe":
+        pp.raw = raw
     if res.error:
-        pp.exec_error = f"exec failed: {res.error}"
-        return
+        return None, f"exec failed: {res.error}"
     try:
-        pp.output = gpu.parse_probe(res.stdout, res.stderr)
+        return gpu.parse_probe(res.stdout, res.stderr), None
     except ValueError as exc:
         hint = " (the image has no python3: pass --gpu-probe-image with python3)" if res.rc in (126, 127) else ""
-        pp.exec_error = f"{exc} [exit {res.rc}]{hint}"
+        return None, f"{exc} [exit {res.rc}]{hint}"
+
+
+def probe_argv(allocs: list[int], extra: list[str] | None = None, label: str = "probe") -> list[str]:
+    argv = ["python3", PROBE, "--label", label]
+    for mib in allocs:
+        argv += ["--alloc-mib", str(mib)]
+    return argv + list(extra or [])
+
+
+def run_probe(core_v1, pp: ProbePod, allocs: list[int], extra: list[str] | None = None, shell: bool = False
+              ) -> None:
+    """Exec the probe in a running pod; fills pp.output or pp.exec_error.
+
+    shell=True runs it again as a user's kubectl exec shell would without the container's LD_PRELOAD
+    (gpu.exec_shell_argv) and fills pp.shell_output or pp.shell_error instead.
+    """
+    timeout = timeouts.get("exec") * 3 + (timeouts.scaled(gpu.PAIR_LEAD_S + gpu.PAIR_HOLD_S) if extra else 0)
+    if shell:
+        argv = gpu.exec_shell_argv(probe_argv(allocs, extra, "exec-shell"))
+        pp.shell_output, pp.shell_error = _exec_probe(core_v1, pp, argv, gpu.EXEC_SHELL, timeout)
+    else:
+        pp.output, pp.exec_error = _exec_probe(core_v1, pp, probe_argv(allocs, extra), "probe", timeout)
+
+
+def run_probes_together(core_v1, pps: list[ProbePod], args: dict[str, list[str]]) -> None:
+    """Exec the probe in every pod at once (one thread each), so their holds overlap (GPU-006)."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(pps), 1)) as pool:
+        futures = [pool.submit(run_probe, core_v1, pp, [], args.get(pp.name, [])) for pp in pps]
+        for f in futures:
+            f.result()
 
 
 def refresh(core_v1, pp: ProbePod) -> None:

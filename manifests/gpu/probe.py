@@ -6,10 +6,16 @@ libcuda and nvidia-smi come from the node through the NVIDIA container runtime. 
 (libvgpu.so, preloaded through /etc/ld.so.preload) intercepts these calls like any CUDA
 program's, so the figures are the ones a workload would get.
 
-    python3 probe.py [--alloc-mib N ...] [--device I] [--no-smi] [--hold-s S]
+    python3 probe.py [--alloc-mib N ...] [--hold-mib N ...] [--sync-at EPOCH | --sync-in S]
+                     [--hold-s S] [--device I] [--no-smi] [--label NAME]
 
-Each --alloc-mib N allocates N MiB with cuMemAlloc_v2 and frees it again, in order; --hold-s keeps
-the CUDA context S seconds longer (so two probes overlap on one GPU).
+Each --alloc-mib N allocates N MiB with cuMemAlloc_v2 and frees it again, in order. For two probes
+that must overlap on one GPU: each --hold-mib N allocates N MiB and KEEPS it; then the probe waits
+until the wall-clock time EPOCH (--sync-at) or S seconds after it started (--sync-in), reads the
+memory again and makes the --alloc-mib attempts while it holds its context and allocations, and
+keeps holding them --hold-s S seconds longer. Every step is time-stamped (wall clock: two probes on
+one node share it), so the reader can prove the two really held their memory at the same time.
+The GPU is identified by its UUID as CUDA reports it (cuDeviceGetUuid), not by a device-list string.
 Exit status 0 whenever the JSON line was printed: the verdict is the reader's job.
 """
 from __future__ import annotations
@@ -24,7 +30,7 @@ import sys
 import time
 
 MIB = 1024 * 1024
-VERSION = 1
+VERSION = 2
 ENV_KEYS = ("CUDA_DEVICE_MEMORY_LIMIT", "CUDA_DEVICE_SM_LIMIT", "CUDA_DEVICE_MEMORY_SHARED_CACHE",
             "CUDA_OVERSUBSCRIBE", "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES",
             "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT", "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
@@ -38,18 +44,31 @@ CU_NAMES = {0: "CUDA_SUCCESS", 1: "CUDA_ERROR_INVALID_VALUE", 2: "CUDA_ERROR_OUT
 
 
 def parse_args(argv: list[str]) -> dict:
-    args = {"alloc": [], "device": 0, "smi": True, "hold": 0.0}
+    args: dict = {"alloc": [], "hold_mib": [], "device": 0, "smi": True, "hold": 0.0, "sync_at": None,
+                  "sync_in": None, "label": ""}
     it = iter(argv)
     for a in it:
-        if a == "--alloc-mib":
-            args["alloc"].append(int(next(it)))
-        elif a.startswith("--alloc-mib="):
-            args["alloc"].append(int(a.split("=", 1)[1]))
-        elif a == "--device":
-            args["device"] = int(next(it))
-        elif a == "--hold-s":
-            args["hold"] = float(next(it))
-        elif a == "--no-smi":
+        key, _, val = a.partition("=")
+        if key not in ("--no-smi",) and not val:
+            try:
+                val = next(it)
+            except StopIteration:
+                raise SystemExit(f"probe.py: {key} needs a value") from None
+        if key == "--alloc-mib":
+            args["alloc"].append(int(val))
+        elif key == "--hold-mib":
+            args["hold_mib"].append(int(val))
+        elif key == "--device":
+            args["device"] = int(val)
+        elif key == "--hold-s":
+            args["hold"] = float(val)
+        elif key == "--sync-at":
+            args["sync_at"] = float(val)
+        elif key == "--sync-in":
+            args["sync_in"] = float(val)
+        elif key == "--label":
+            args["label"] = val
+        elif key == "--no-smi":
             args["smi"] = False
         else:
             raise SystemExit(f"probe.py: unknown argument {a!r}")
@@ -65,10 +84,19 @@ def env_view() -> dict:
 
 
 def preload_view() -> dict:
-    """Which libraries /etc/ld.so.preload names, and which of them this process really has mapped."""
+    """Which libraries /etc/ld.so.preload names, which of them this process really has mapped, and which
+    vGPU hook (HAMi-core's libvgpu.so) is mapped however it came (ld.so.preload or LD_PRELOAD)."""
     path = "/etc/ld.so.preload"
     view: dict = {"path": path, "present": os.path.exists(path), "entries": [], "loaded": [], "not_loaded": [],
-                  "files": {}}
+                  "files": {}, "ld_preload_env": os.environ.get("LD_PRELOAD")}
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        maps = ""
+    view["vgpu_mapped"] = sorted({line.split(None, 5)[5].strip() for line in maps.splitlines()
+                                  if len(line.split(None, 5)) == 6 and "vgpu" in os.path.basename(
+                                      line.split(None, 5)[5].strip())}) if maps else None
     if not view["present"]:
         return view
     try:
@@ -77,11 +105,6 @@ def preload_view() -> dict:
     except OSError as exc:
         view["error"] = str(exc)
         return view
-    try:
-        with open("/proc/self/maps") as f:
-            maps = f.read()
-    except OSError:
-        maps = ""
     for entry in view["entries"]:
         try:
             view["files"][entry] = os.path.getsize(entry)
@@ -105,9 +128,28 @@ class Cuda:
         return CU_NAMES.get(rc, f"CUresult {rc}")
 
 
-def cuda_view(device: int, allocs: list[int], hold: float = 0.0) -> tuple[dict, list[dict]]:
+def uuid_text(raw: bytes) -> str:
+    """CUDA's 16 UUID bytes in NVIDIA's notation (what nvidia-smi -L prints): GPU-xxxxxxxx-xxxx-..."""
+    h = raw.hex()
+    return f"GPU-{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def cuda_view(args: dict) -> dict:
+    """What CUDA shows this process: device, UUID, memory, and the allocations asked for, time-stamped.
+
+    Returns {"cuda": ..., "allocs": [...], "held": [...], "timeline": {...}}; a step that fails stops
+    the rest (their allocations read NOT_RUN).
+    """
+    allocs, holds = args["alloc"], args["hold_mib"]
     view: dict = {"lib": None, "error": None}
-    results: list[dict] = []
+    timeline: dict = {"start": round(time.time(), 3)}
+    out: dict = {"cuda": view, "allocs": [], "held": [], "timeline": timeline}
+
+    def not_run() -> dict:          # a step before any allocation failed
+        out["allocs"] = [{"mib": m, "rc": None, "result": "NOT_RUN"} for m in allocs]
+        out["held"] = [{"mib": m, "rc": None, "result": "NOT_RUN"} for m in holds]
+        return out
+
     lib = None
     errors = []
     for cand in ("libcuda.so.1", "libcuda.so"):
@@ -119,8 +161,7 @@ def cuda_view(device: int, allocs: list[int], hold: float = 0.0) -> tuple[dict, 
             errors.append(str(exc))
     if lib is None:
         view["error"] = f"libcuda.so.1 not found: no CUDA driver in this container ({errors[0]})"
-        return view, [{"mib": m, "rc": None, "result": "NOT_RUN"} for m in allocs]
-    view["error"] = None
+        return not_run()
     cu = Cuda(lib)
 
     def step(key: str, rc: int) -> bool:
@@ -129,9 +170,22 @@ def cuda_view(device: int, allocs: list[int], hold: float = 0.0) -> tuple[dict, 
             view["error"] = f"{key} failed: {cu.name(rc)} ({rc})"
         return rc == 0
 
-    def not_run():
-        return view, [{"mib": m, "rc": None, "result": "NOT_RUN"} for m in allocs]
+    def mem_info() -> dict | None:
+        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        rc = lib.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total))
+        if rc != 0:
+            return {"rc": rc, "result": cu.name(rc)}
+        return {"rc": 0, "free_mib": free.value // MIB, "total_mib": total.value // MIB, "free_bytes": free.value,
+                "total_bytes": total.value, "t": round(time.time(), 3)}
 
+    def alloc(mib: int) -> tuple[dict, ctypes.c_uint64]:
+        ptr = ctypes.c_uint64(0)
+        t = time.time()
+        rc = lib.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(mib * MIB))
+        return ({"mib": mib, "rc": rc, "result": cu.name(rc), "t": round(t, 3),
+                 "ms": round((time.time() - t) * 1000, 1)}, ptr)
+
+    kept: list[ctypes.c_uint64] = []
     try:
         if not step("init", lib.cuInit(0)):
             return not_run()
@@ -140,11 +194,19 @@ def cuda_view(device: int, allocs: list[int], hold: float = 0.0) -> tuple[dict, 
             return not_run()
         view["device_count"] = count.value
         dev = ctypes.c_int(0)
-        if not step("device_get", lib.cuDeviceGet(ctypes.byref(dev), device)):
+        if not step("device_get", lib.cuDeviceGet(ctypes.byref(dev), args["device"])):
             return not_run()
         buf = ctypes.create_string_buffer(256)
         if lib.cuDeviceGetName(buf, 256, dev) == 0:
             view["name"] = buf.value.decode(errors="replace")
+        raw = ctypes.create_string_buffer(16)
+        for fn in ("cuDeviceGetUuid_v2", "cuDeviceGetUuid"):
+            if hasattr(lib, fn) and getattr(lib, fn)(raw, dev) == 0:
+                view["uuid"] = uuid_text(raw.raw)
+                break
+        bus = ctypes.create_string_buffer(64)
+        if hasattr(lib, "cuDeviceGetPCIBusId") and lib.cuDeviceGetPCIBusId(bus, 64, dev) == 0:
+            view["pci_bus_id"] = bus.value.decode(errors="replace")
         total_dev = ctypes.c_size_t(0)
         if lib.cuDeviceTotalMem_v2(ctypes.byref(total_dev), dev) == 0:
             view["device_total_bytes"] = total_dev.value
@@ -154,27 +216,47 @@ def cuda_view(device: int, allocs: list[int], hold: float = 0.0) -> tuple[dict, 
             return not_run()
         if not step("ctx_set", lib.cuCtxSetCurrent(ctx)):
             return not_run()
-        free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
-        if step("mem_info", lib.cuMemGetInfo_v2(ctypes.byref(free), ctypes.byref(total))):
-            view.update(free_bytes=free.value, total_bytes=total.value, free_mib=free.value // MIB,
-                        total_mib=total.value // MIB)
+        timeline["ctx"] = round(time.time(), 3)
+        first = mem_info()
+        view["mem_info_rc"] = first["rc"] if first else None
+        if first and first["rc"] == 0:
+            view.update({k: first[k] for k in ("free_bytes", "total_bytes", "free_mib", "total_mib")})
+        elif first:
+            view["error"] = f"mem_info failed: {first['result']} ({first['rc']})"
+        for mib in holds:
+            res, ptr = alloc(mib)
+            out["held"].append(res)
+            if res["rc"] == 0:
+                kept.append(ptr)
+        if holds:
+            timeline["held"] = round(time.time(), 3)
+        target = args["sync_at"] if args["sync_at"] is not None else (
+            timeline["start"] + args["sync_in"] if args["sync_in"] is not None else None)
+        if target is not None:
+            late = time.time() - target
+            if late < 0:
+                time.sleep(-late)
+            timeline["sync"] = round(time.time(), 3)
+            out["sync"] = {"target": round(target, 3), "late_s": round(max(late, 0.0), 3)}
+        if holds or target is not None:
+            out["mem_during"] = mem_info()
         for mib in allocs:
-            ptr = ctypes.c_uint64(0)
-            t0 = time.monotonic()
-            rc = lib.cuMemAlloc_v2(ctypes.byref(ptr), ctypes.c_size_t(mib * MIB))
-            res = {"mib": mib, "rc": rc, "result": cu.name(rc), "ms": round((time.monotonic() - t0) * 1000, 1)}
-            if rc == 0:
+            res, ptr = alloc(mib)
+            if res["rc"] == 0:
                 res["free_rc"] = lib.cuMemFree_v2(ptr)
-            results.append(res)
-        if hold > 0:
-            time.sleep(hold)
+            out["allocs"].append(res)
+        if args["hold"] > 0:
+            time.sleep(args["hold"])
+        timeline["released"] = round(time.time(), 3)
+        for ptr in kept:
+            lib.cuMemFree_v2(ptr)
         if hasattr(lib, "cuDevicePrimaryCtxRelease_v2"):
             lib.cuDevicePrimaryCtxRelease_v2(dev)
     except AttributeError as exc:
         view["error"] = f"libcuda lacks a symbol: {exc}"
-    done = {r["mib"] for r in results}
-    results += [{"mib": m, "rc": None, "result": "NOT_RUN"} for m in allocs if m not in done]
-    return view, results
+    done = {r["mib"] for r in out["allocs"]}
+    out["allocs"] += [{"mib": m, "rc": None, "result": "NOT_RUN"} for m in allocs if m not in done]
+    return out
 
 
 def smi_view() -> dict:
@@ -208,10 +290,9 @@ def smi_view() -> dict:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     out: dict = {"probe": "clusterproof-gpu", "version": VERSION, "host": socket.gethostname(),
-                 "python": sys.version.split()[0], "env": env_view(), "preload": preload_view()}
-    cuda, allocs = cuda_view(args["device"], args["alloc"], args["hold"])
-    out["cuda"] = cuda
-    out["allocs"] = allocs
+                 "python": sys.version.split()[0], "label": args["label"], "env": env_view(),
+                 "preload": preload_view()}
+    out.update(cuda_view(args))
     out["smi"] = smi_view() if args["smi"] else {"skipped": True}
     sys.stdout.write(json.dumps(out, sort_keys=True) + "\n")
     sys.stdout.flush()

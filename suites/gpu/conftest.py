@@ -30,7 +30,8 @@ def gpu_target(gpu_nodes) -> gpu.GpuNode | None:
 
 @pytest.fixture(scope="module")
 def gpu_pod(request, core_v1, namespace, gpu_target) -> Iterator[ProbePod | None]:
-    """One probe pod asking for one GPU (and a slice on HAMi) on the target node, probed once."""
+    """One probe pod asking for one GPU (and a slice on HAMi) on the target node, probed once, and on HAMi once
+    more from a kubectl exec shell without LD_PRELOAD (the hook must come from /etc/ld.so.preload)."""
     if gpu_target is None:
         yield None
         return
@@ -41,6 +42,8 @@ def gpu_pod(request, core_v1, namespace, gpu_target) -> Iterator[ProbePod | None
     try:
         if pp.error is None:
             run_probe(core_v1, pp, plan.probe_allocs())
+            if plan.sharing == "vgpu" and pp.output is not None and pp.output.no_cuda() is None:
+                run_probe(core_v1, pp, plan.probe_allocs(), shell=True)
             refresh(core_v1, pp)
         if pp.pod is not None:
             evidence(f"pod {namespace}/{pp.name}", {"annotations": pp.annotations, "node": pp.pod.spec.node_name,

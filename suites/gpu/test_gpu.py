@@ -7,19 +7,23 @@ sharing strategy (none, time-slicing, MPS, MIG). No GPU node: every check here s
 (`--require-gpu` fails instead).
 
 The pod checks run manifests/gpu/probe.py (ctypes on libcuda, no CUDA toolkit) in a pod that asks
-for one GPU, plus `nvidia.com/gpumem` on HAMi, from --gpu-probe-image. The memory checks need a
-CUDA device in that pod; without one they skip naming what is missing (fail under --require-gpu).
+for one GPU, plus `nvidia.com/gpumem` on HAMi, from --gpu-probe-image; on HAMi the probe runs a
+second time from a kubectl exec shell without the container's LD_PRELOAD, where the limit must
+still hold (HAMi-core preloaded through /etc/ld.so.preload). The memory checks need a CUDA device
+in that pod; without one they skip naming what is missing (fail under --require-gpu).
 Time-slicing has no memory isolation by design: the isolation checks say so in their skip reason
-instead of failing. The rules live in clusterproof.gpu and return clusterproof.verdict.Verdict, so
-they are tested on recorded outputs; the checks gather and hand them to `gpu.apply_verdict`.
+instead of failing. What was not proven (two pods on different or unknown GPUs, probes that did
+not overlap, an MPS limit that cannot be told from a busy card) is a skip with its reason. The
+rules live in clusterproof.gpu and return clusterproof.verdict.Verdict, so they are tested on
+recorded outputs; the checks gather and hand them to `gpu.apply_verdict`.
 """
 from __future__ import annotations
 
 import pytest
 
-from clusterproof import gpu, runid
+from clusterproof import gpu, runid, timeouts
 from clusterproof.checks import evidence
-from clusterproof.gpu_pods import delete_pods, refresh, run_probe, start_probe_pods
+from clusterproof.gpu_pods import delete_pods, refresh, run_probes_together, start_probe_pods
 
 pytestmark = [pytest.mark.gpu, pytest.mark.xdist_group("gpu")]
 
@@ -83,18 +87,25 @@ def test_pod_with_one_gpu_runs(request, gpu_target, gpu_pod):
 def test_pod_sees_its_memory_slice(request, gpu_target, gpu_pod):
     """What the slice is depends on the setup (cuMemGetInfo and nvidia-smi inside the pod).
 
-    HAMi: both show nvidia.com/gpumem; MPS: cuMemGetInfo shows the pinned limit; an exclusive GPU
-    shows the card. A pod on a HAMi node that sees the whole card has no isolation.
+    HAMi: both show nvidia.com/gpumem, in the container's process and in a kubectl exec shell;
+    MPS: cuMemGetInfo's free shows the pinned limit the plugin configured (the pod's env, GFD's
+    labels, the advertised replicas), told apart from a busy card by what nvidia-smi says is free;
+    an exclusive GPU shows the card, and nvidia-smi must agree where it is not limited separately.
     """
     _target(request, gpu_target)
     pp = _ran(request, gpu_pod)
-    gpu.apply_verdict(gpu.visible_memory(pp.output, pp.plan, f"pod {pp.name}"), _require_gpu(request))
+    v = gpu.every_process(gpu.visible_memory, pp.runs(), pp.plan, f"pod {pp.name}", pp.run_errors())
+    gpu.apply_verdict(v, _require_gpu(request))
 
 
 @pytest.mark.slow
 @pytest.mark.check("GPU-004")
 def test_half_the_slice_allocates(request, gpu_target, gpu_pod):
-    """Half, because the CUDA context counts against the limit: the whole slice never fits."""
+    """Half, because the CUDA context counts against the limit: the whole slice never fits.
+
+    A slice too small for a context (about 520 MiB under HAMi-core) plus half gets what is left beside
+    the context; one too small for even that fails saying so.
+    """
     _target(request, gpu_target)
     pp = _ran(request, gpu_pod)
     gpu.apply_verdict(gpu.half_slice_allocates(pp.output, pp.plan, f"pod {pp.name}"), _require_gpu(request))
@@ -109,13 +120,19 @@ def test_allocation_beyond_the_slice_fails(request, gpu_target, gpu_pod):
     """
     _target(request, gpu_target)
     pp = _ran(request, gpu_pod)
-    gpu.apply_verdict(gpu.over_slice_fails(pp.output, pp.plan, f"pod {pp.name}"), _require_gpu(request))
+    v = gpu.every_process(gpu.over_slice_fails, pp.runs(), pp.plan, f"pod {pp.name}", pp.run_errors())
+    gpu.apply_verdict(v, _require_gpu(request))
 
 
 @pytest.mark.slow
 @pytest.mark.check("GPU-006")
 def test_two_pods_on_one_gpu_keep_their_own_limits(request, core_v1, namespace, gpu_target):
-    """HAMi: two slices of different sizes pinned to one GPU with nvidia.com/use-gpuuuid; MPS: the node's GPU."""
+    """HAMi: two slices of different sizes pinned to one GPU with nvidia.com/use-gpuuuid; MPS: the node's GPU.
+
+    Both probes run at once: each holds about half its slice, they meet, each tries to exceed its own
+    slice while the other holds its memory, and they hold on a while longer; their time stamps prove
+    the overlap. The same physical GPU is proven by the UUID each probe reads (cuDeviceGetUuid).
+    """
     target = _target(request, gpu_target)
     plan = gpu.plan_for(target)
     not_here = gpu.pair_applicable(target, plan)
@@ -131,14 +148,19 @@ def test_two_pods_on_one_gpu_keep_their_own_limits(request, core_v1, namespace, 
         broken = gpu.pair_pods_broken(target.name, [f"{p.name}: {p.error}" for p in pps if p.error])
         if broken is not None:
             gpu.apply_verdict(broken, _require_gpu(request))
+        lead, hold = timeouts.scaled(gpu.PAIR_LEAD_S), timeouts.scaled(gpu.PAIR_HOLD_S)
+        run_probes_together(core_v1, pps, {p.name: p.plan.pair_probe_args(lead, hold) for p in pps})
         for pp in pps:
-            run_probe(core_v1, pp, pp.plan.probe_allocs())
             refresh(core_v1, pp)
         broken = gpu.pair_pods_broken(target.name, [], [f"{p.name}: {p.exec_error}" for p in pps if p.output is None])
         if broken is not None:
             gpu.apply_verdict(broken, _require_gpu(request))
-        same = gpu.same_gpu({p.name: p.annotations for p in pps}, {p.name: p.output for p in pps})
-        v = gpu.pair_keeps_limits({p.name: p.output for p in pps}, {p.name: p.plan for p in pps}, same)
+        outs = {p.name: p.output for p in pps if p.output is not None}
+        same, gpus = gpu.same_gpu(dict(outs))
+        evidence("GPU-006: the GPU each probe measured, and the scheduler's word", {
+            "measured": gpus, "allocated": {p.name: {k: v for k, v in p.annotations.items() if gpu.ALLOCATED in k}
+                                            for p in pps}})
+        v = gpu.pair_keeps_limits(outs, {p.name: p.plan for p in pps}, same, gpus)
         gpu.apply_verdict(v, _require_gpu(request))
     finally:
         delete_pods(core_v1, namespace, names)
