@@ -5,6 +5,7 @@ Errors are kept on the ProbePod (not raised) so each check reports the part it o
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def start_probe_pods(core_v1, namespace: str, image: str, specs: list[tuple[str,
         def running(pp=pp, last=last):
             pod = core_v1.read_namespaced_pod(pp.name, namespace, _request_timeout=t)
             pp.pod = pod
-            problem = pods.pod_problem(pod)
+            problem = pods.pod_problem(pod) or pods.unschedulable(pod, time.time(), timeouts.get("pod_start") / 6)
             if problem:
                 raise Never(f"pod {namespace}/{pp.name}: {problem}")
             if pod.status.phase == "Running":

@@ -84,6 +84,13 @@ def _node_not_ready(node: str) -> Callable[[], bool]:
     return cond
 
 
+def _no_gpus(node: str) -> Callable[[], bool]:
+    def cond() -> bool:
+        out = kube.kubectl("get", "node", node, "-o", "jsonpath={.status.allocatable.nvidia\\.com/gpu}", check=False)
+        return out.returncode == 0 and out.stdout.strip() in ("", "0")
+    return cond
+
+
 def _coredns_gone() -> bool:
     out = kube.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "name", check=False)
     return out.returncode == 0 and not out.stdout.strip()
@@ -96,6 +103,8 @@ def settle(fault: catalog.Fault) -> None:
         kube.wait(f"{node} to report NotReady after {fault}", _node_not_ready(node), SETTLE_TIMEOUT)
     elif fault.name == "coredns-scale-zero":
         kube.wait("CoreDNS pods to be gone", _coredns_gone, SETTLE_TIMEOUT)
+    elif fault.name == "gpu-plugin-stop":
+        kube.wait(f"{node}'s GPUs to be withdrawn after {fault}", _no_gpus(node), SETTLE_TIMEOUT)
 
 
 def wait_healed() -> None:
@@ -142,18 +151,23 @@ def run_matrix(tb, only: str | None = None, workers: int = 2, log: Callable[[str
         run = FaultRun(fault, owners)
         t0 = time.monotonic()
         log(f"matrix: {fault} (owners {', '.join(owners)}) ...")
+        marks = [t0]
         with tempfile.TemporaryDirectory(prefix="cp-matrix-") as tmp:
             try:
                 with tb.fault(fault.name, fault.node, fault.value):
                     settle(fault)
+                    marks.append(time.monotonic())
                     read(run, run_suite(tb.kubeconfig(), tb.ssh_key(), Path(tmp), workers))
+                    marks.append(time.monotonic())
             except (TestbedError, subprocess.TimeoutExpired) as exc:
                 run.error = str(exc).splitlines()[0][:300]
             finally:
                 wait_healed()
         run.seconds = round(time.monotonic() - t0, 1)
+        steps = [b - a for a, b in zip(marks, [*marks[1:], t0 + run.seconds])]
         log(f"matrix: {fault}: owners failed {sorted(set(owners) & set(run.failed))}, unexpected {run.unexpected} "
-            f"({run.seconds:.0f} s)")
+            f"({run.seconds:.0f} s: " + " + ".join(f"{n} {x:.0f}" for n, x in zip(("settle", "suite", "heal"), steps))
+            + ")")
         runs.append(run)
     return runs
 
