@@ -43,6 +43,7 @@ def test_unexpected_failures_are_those_no_owner_explains() -> None:
 
 
 @pytest.mark.testbed
+@pytest.mark.matrix
 @pytest.mark.parametrize("fault", FAULTS, ids=[str(f).replace(" ", "") for f in FAULTS])
 def test_fault_fails_its_owners_and_nothing_undeclared(testbed, testbed_api, fault: catalog.Fault) -> None:
     run = matrix.FaultRun(fault, matrix.plan()[fault])
