@@ -106,6 +106,8 @@ def load_manifests(folder: Path = MANIFESTS) -> list[dict]:
 
     docs = []
     for path in sorted(folder.glob("*.yaml")):
+        if path.name == "kustomization.yaml":  # for `kubectl apply -k`, not a Kubernetes object
+            continue
         docs += [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
     return docs
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from . import faults as _faults
 from . import images as _images
+from . import storage as _storage
+from . import suite_image as _suite_image
 from .faults import ActiveFault, FaultInfo
 from .health import Component, NodeInfo, Status, status
 from .paths import DEFAULT_VERSION
@@ -62,7 +64,9 @@ class Testbed:
         return {"pause": _images.PAUSE, "probe": _images.PROBE, "hello-python": _images.HELLO,
                 "coredns": _images.COREDNS,
                 # the GPU probe runs on the probe image: it has python3, and no libcuda as on any CPU node
-                "gpu-probe": _images.PROBE}
+                "gpu-probe": _images.PROBE,
+                # the suite itself, for nightly runs in the cluster (manifests/nightly), and the volumes' provisioner
+                "suite": _suite_image.SUITE, "local-path-provisioner": _storage.LOCAL_PATH}
 
     def env(self) -> dict[str, str]:
         """What the suite needs to run against the testbed (`testbed env` prints it as export lines)."""

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 from .errors import TestbedError
-from .paths import COREDNS_VERSION, CRICTL_VERSION, GO_CACHE, bin_dir, go_env
+from .paths import COREDNS_VERSION, CRICTL_VERSION, GO_CACHE, LOCAL_PATH_VERSION, bin_dir, go_env
 
 KUBE_CMDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"]
-ALL_BINARIES = KUBE_CMDS + ["etcd", "crictl", "coredns"]
+ALL_BINARIES = KUBE_CMDS + ["etcd", "crictl", "coredns", "local-path-provisioner"]
 VERSION_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
 
 ETCD_MAIN = """package main
@@ -124,7 +124,8 @@ def build(version: str, log: Path, echo=print) -> float:
         if r.returncode != 0:
             raise TestbedError(f"building Kubernetes {version} failed; see {log}", code=5)
     for name, mod, ver in (("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", CRICTL_VERSION),
-                           ("coredns", "github.com/coredns/coredns", COREDNS_VERSION)):
+                           ("coredns", "github.com/coredns/coredns", COREDNS_VERSION),
+                           ("local-path-provisioner", "github.com/rancher/local-path-provisioner", LOCAL_PATH_VERSION)):
         if name in todo:
             echo(f"building {name} {ver}")
             env_out = GO_CACHE / "gobin"

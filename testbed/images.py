@@ -217,6 +217,7 @@ class ImageSpec:
     workdir: str = "/"
     ports: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    user: str | None = None  # "uid:gid" the image runs as (root when None)
 
 
 def _archive_name(name: str) -> str:
@@ -235,6 +236,8 @@ def assemble(spec: ImageSpec) -> Path:
         cfg["Entrypoint"] = spec.entrypoint
     if spec.cmd:
         cfg["Cmd"] = spec.cmd
+    if spec.user:
+        cfg["User"] = spec.user
     if spec.ports:
         cfg["ExposedPorts"] = {p: {} for p in spec.ports}
     config = {

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import configs, gpu_plugin, images, net, proc
+from . import configs, gpu_plugin, images, net, proc, storage, suite_image
 from .errors import TestbedError
 from .kube import wait
 from .paths import STATE, bin_dir
@@ -33,7 +33,8 @@ from .state import (
 # What the node sees at the usual paths: node-private folders bound over them in its mount namespace.
 NODE_BINDS = ["/etc/cni/net.d", "/etc/sysctl.d", "/etc/modules-load.d", "/var/lib/kubelet", "/var/lib/containerd",
               "/run/containerd", "/var/log/pods", "/var/log/containers", "/run/netns", "/run/sshd", "/usr/local/bin",
-              "/var/lib/cni"]  # host-local IPAM state: shared, both nodes' allocators reused IPs at once
+              "/var/lib/cni",  # host-local IPAM state: shared, both nodes' allocators reused IPs at once
+              storage.VOLUME_ROOT]  # local-path-provisioner's volumes: on the node's own "disk"
 NODE_TOOLS = ["crictl", "kubelet", "kubectl"]  # on the node's PATH, as a kubeadm install leaves them
 NODE_FILE_BINDS = ["/etc/fstab"]
 # The checkout holding this package: the GPU plugin runs as `python -m testbed.gpu_plugin` from there.
@@ -86,6 +87,32 @@ def prepare_node_fs(node: net.Node) -> None:
     for hier in Path("/sys/fs/cgroup").iterdir():
         if hier.is_dir() and not hier.is_symlink() and (hier / "cgroup.procs").exists():
             (hier / node.name).mkdir(exist_ok=True)
+
+
+def ensure_binds(node: net.Node) -> list[str]:
+    """Bind what NODE_BINDS gained since the node's holder started (a running testbed, updated); returns those."""
+    pid = holder_pid(node)
+    if pid is None:
+        return []
+    try:
+        mounted = {line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()}
+    except OSError:
+        return []
+    added = []
+    created = created_dirs()
+    for target in NODE_BINDS:
+        if target in mounted:
+            continue
+        src = bind_source(node, target)
+        src.mkdir(parents=True, exist_ok=True)
+        if not Path(target).exists():
+            Path(target).mkdir(parents=True)
+            created.append(target)
+        subprocess.run([*node_exec(node), "mount", "--bind", str(src), target], check=True, capture_output=True,
+                       timeout=10)
+        added.append(target)
+    save_created_dirs(created)
+    return added
 
 
 def holder_pid(node: net.Node) -> int | None:
@@ -169,8 +196,26 @@ def write_cni(node: net.Node, cidr: str) -> None:
         conf.write_text(text)
 
 
-def import_images(nodes: list[net.Node], version: str, echo: Callable[[str], None]) -> None:
-    """Build the testbed's images (cached) and import them into every node's containerd."""
-    tars = images.build_images(bin_dir(version), echo=echo)
+def import_images(nodes: list[net.Node], version: str, echo: Callable[[str], None], extras_only: bool = False) -> None:
+    """Build the testbed's images (cached) and import them into every node's containerd.
+
+    extras_only: only the suite image and the local-path provisioner's (what `up` on a running testbed
+    refreshes: both are cheap to check when nothing changed).
+    """
+    tars = {} if extras_only else images.build_images(bin_dir(version), echo=echo)
+    tars |= extra_images(version, echo)
     with ThreadPoolExecutor(len(nodes)) as pool:
         list(pool.map(lambda n: images.import_images(containerd_address(n), tars), nodes))
+
+
+def extra_images(version: str, echo: Callable[[str], None]) -> dict[str, Path]:
+    """The suite image (keyed by content) and the local-path provisioner's (keyed by its binary)."""
+    binary = bin_dir(version) / "local-path-provisioner"
+    archive = images.IMAGES_DIR / images._archive_name(storage.LOCAL_PATH)
+    stamp = archive.with_name(archive.name + ".src")
+    st = binary.stat()
+    src = f"{binary}:{st.st_size}:{st.st_mtime_ns}"
+    if not (archive.exists() and stamp.exists() and stamp.read_text() == src):
+        archive = images.assemble(storage.image_spec(bin_dir(version)))
+        stamp.write_text(src)
+    return {storage.LOCAL_PATH: archive, suite_image.SUITE: suite_image.build(echo)}

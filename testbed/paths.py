@@ -8,6 +8,7 @@ from pathlib import Path
 DEFAULT_VERSION = "v1.35.4"
 CRICTL_VERSION = "v1.37.0"
 COREDNS_VERSION = "v1.14.7"
+LOCAL_PATH_VERSION = "v0.0.30"  # github.com/rancher/local-path-provisioner: the testbed's StorageClass
 
 # The account's home, not $HOME: a caller that moves HOME (pytester does) must still find the cache.
 _HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)

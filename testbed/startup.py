@@ -9,12 +9,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import build, faults, net, proc
+from . import build, faults, net, proc, storage
 from .controlplane import apply_addons, ensure_pki, start_control_plane
 from .errors import TestbedError
 from .health import Status, status
 from .kube import coredns_available, node_pod_cidrs, nodes_ready, wait
 from .node import (
+    ensure_binds,
     import_images,
     prepare_node_fs,
     start_containerd,
@@ -94,6 +95,7 @@ def up(version: str = DEFAULT_VERSION) -> Status:
                            code=9)
     st = status()
     if st.healthy:  # an active fault makes the status unhealthy: up heals it below
+        _refresh_extras(version)
         say("already up and healthy")
         return st
     if not STATE.exists() or proc.pid_of("kube-apiserver") is None:
@@ -132,6 +134,7 @@ def up(version: str = DEFAULT_VERSION) -> Status:
         write_cni(node, cidrs[node.name])
     net.set_pod_routes(all_nodes, cidrs)
     apply_addons()
+    storage.deploy()
     start_gpu_plugin(all_nodes[-1])
     wait("every node Ready", nodes_ready, 120, 1, logs=tuple(f"{n.name}-kubelet" for n in all_nodes))
     wait("CoreDNS available", coredns_available, 120, 1)
@@ -141,6 +144,21 @@ def up(version: str = DEFAULT_VERSION) -> Status:
         raise TestbedError(f"testbed started but unhealthy: {'; '.join(bad)}", code=7)
     say(f"up in {time.monotonic() - t0:.1f}s; kubeconfig: {ADMIN_KUBECONFIG}")
     return st
+
+
+def _refresh_extras(version: str) -> None:
+    """On a running testbed: the suite image (when the checkout changed), the local-path provisioner (when this
+    testbed predates it), each a no-op when current; about a second in all."""
+    took = build.build(version, CACHE / "logs" / f"build-{version}.log", echo=say)
+    if took:
+        say(f"built binaries in {took:.0f}s")
+    all_nodes = nodes()
+    for node in all_nodes:
+        for target in ensure_binds(node):
+            say(f"{node.name}: bound {target}")
+    import_images(all_nodes, version, echo=say, extras_only=True)
+    if storage.deploy():
+        say(f"deployed local-path-provisioner {storage.LOCAL_PATH} (default StorageClass {storage.STORAGE_CLASS})")
 
 
 def _start_runtimes_and_images(all_nodes: list[net.Node], version: str) -> None:

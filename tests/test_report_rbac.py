@@ -81,12 +81,15 @@ def test_nightly_cronjob_runs_under_the_service_account() -> None:
     pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "clusterproof"
     assert cron["metadata"]["namespace"] == "clusterproof"
-    script = " ".join(pod["containers"][0]["command"] + pod["containers"][0].get("args", []))
-    assert "--host-transport=pod" in script
-    assert "clusterproof.rbac in-cluster" in script
-    assert "--compare" in script
-    assert "/reports" in script
+    # `python -m clusterproof.nightly run`: the in-cluster kubeconfig, the pod transport, --compare, /reports
+    assert pod["containers"][0]["command"][:4] == ["python3", "-m", "clusterproof.nightly", "run"]
+    assert "--reports=/reports" in pod["containers"][0]["command"]
     assert any(v.get("persistentVolumeClaim") for v in pod["volumes"])
+    from clusterproof import nightly
+
+    cmd = nightly.pytest_command(Path("/reports/b"), "/tmp/k", Path("/reports/a/summary.json"), [])
+    assert "--host-transport=pod" in cmd and "--compare=/reports/a/summary.json" in cmd
+    assert "in_cluster_kubeconfig" in Path(nightly.__file__).read_text()
 
 
 def test_sa_kubeconfig_shape(tmp_path: Path) -> None:
