@@ -252,7 +252,7 @@ _CHECKS = [
           "The hello-python Deployment MUST roll out completely: 4 of 4 replicas updated, ready and available.",
           "The course's first app: if it does not roll out, nothing else will.",
           "kubectl -n NS describe pods -l app=hello-python (image pull, scheduling, readiness)",
-          depends_on=("NODE-004",)),
+          depends_on=("NODE-001", "NODE-004")),
     Check("APP-002", "apps", "suites/apps/test_hello_python.py::test_pod_ip_answers_from_another_pod",
           "Every ready hello-python pod MUST answer on its Pod IP port 5000 from a pod on another node.",
           "Pod IPs must be reachable cluster-wide; this is the app-level view of CNI-005.",
