@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -72,3 +74,26 @@ def junit_outcomes(junit: Path, checks: dict[str, str], fallback: str = "") -> t
             by_name[name] = (outcome, message)
     seen = {cid: by_name.get(fn, ("missing", fallback)) for cid, fn in checks.items()}
     return {c: o for c, (o, _) in seen.items()}, {c: m for c, (_, m) in seen.items()}
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def layer_names(archive: Path) -> set[str]:
+    """Every path in every layer of an OCI image archive built by testbed.images."""
+    from testbed import images
+
+    info = images.read_archive(archive)
+    names: set[str] = set()
+    with tarfile.open(archive) as tar:
+        for desc in info["manifest"]["layers"]:
+            blob = tar.extractfile(f"blobs/sha256/{desc['digest'].split(':', 1)[1]}")
+            with tarfile.open(fileobj=blob, mode="r|gz") as layer:
+                names |= {m.name for m in layer}
+    return names

@@ -1,13 +1,13 @@
 """Bad input to the real suite: one clear line, a distinct exit status, no traceback, fast."""
 from __future__ import annotations
 
-import socket
 import time
 
 import nshosts
 import pytest
 
 from clusterproof import kube
+from conftest import closed_port
 
 KUBECONFIG = """apiVersion: v1
 kind: Config
@@ -22,14 +22,6 @@ contexts:
   context: {{cluster: c, user: u}}
 current-context: only
 """
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def run(tmp_path, *args: str, timeout: float = 60) -> nshosts.SuiteRun:

@@ -2,7 +2,6 @@
 the one CNI detector, and the stash-backed fixtures that hand the snapshot to the hosts list."""
 from __future__ import annotations
 
-import socket
 import textwrap
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 from kubernetes import client
 
 from clusterproof import cni, facts, kube
+from conftest import closed_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,14 +208,6 @@ def test_host_reached(node_host, host_node, pytestconfig):
     from fixtures import cluster
     assert cluster.cached_snapshot(pytestconfig).node(host_node.name) is host_node
 '''
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_every_node_is_a_host_and_one_without_ip_errors_saying_so(pytester: pytest.Pytester, monkeypatch) -> None:

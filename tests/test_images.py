@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import layer_names
 from testbed import images
 
 EXPECTED = {
@@ -82,24 +83,13 @@ def test_archive_is_a_valid_oci_layout(built, name):
         assert config["config"][key] == value
 
 
-def _layer_names(archive: Path) -> set[str]:
-    info = images.read_archive(archive)
-    names = set()
-    with tarfile.open(archive) as tar:
-        for desc in info["manifest"]["layers"]:
-            blob = tar.extractfile(f"blobs/sha256/{desc['digest'].split(':', 1)[1]}")
-            with tarfile.open(fileobj=blob, mode="r|gz") as layer:
-                names |= {m.name for m in layer}
-    return names
-
-
 def test_probe_and_hello_contents(built):
-    probe = _layer_names(built[images.PROBE])
+    probe = layer_names(built[images.PROBE])
     for path in ("bin/busybox", "bin/sh", "bin/wget", "bin/nc", "bin/nslookup", "usr/bin/python3.11",
                  "usr/lib/python3.11/os.py", "usr/lib64/ld-linux-x86-64.so.2", "tmp"):
         assert path in probe
     assert not any("/__pycache__/" in n or n.startswith("usr/lib/python3.11/test/") for n in probe)
-    hello = _layer_names(built[images.HELLO])
+    hello = layer_names(built[images.HELLO])
     assert {"app/main.py", f"{images.SITE_PACKAGES}/flask/__init__.py",
             f"{images.SITE_PACKAGES}/markupsafe/__init__.py"} <= hello
     assert not any(n.endswith(".so") for n in hello if n.startswith(images.SITE_PACKAGES))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from clusterproof import nightly
+from conftest import layer_names
 from testbed import images, suite_image
 
 
@@ -22,17 +23,6 @@ from testbed import images, suite_image
 def archive() -> Path:
     """The suite image's OCI archive (built when the cache lacks it)."""
     return suite_image.build(echo=lambda _m: None)
-
-
-def layer_names(path: Path) -> set[str]:
-    info = images.read_archive(path)
-    names: set[str] = set()
-    with tarfile.open(path) as tar:
-        for desc in info["manifest"]["layers"]:
-            blob = tar.extractfile(f"blobs/sha256/{desc['digest'].split(':', 1)[1]}")
-            with tarfile.open(fileobj=blob, mode="r|gz") as layer:
-                names |= {m.name for m in layer}
-    return names
 
 
 def test_suite_requirements_are_the_first_block_of_requirements_txt() -> None:
