@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -145,16 +146,27 @@ def _cni_restore(node: net.Node, saved: str | None) -> None:
 
 
 def _sysctl_set(node: net.Node, value: str | None) -> str:
+    """Set the sysctl and keep it set: a pod's CNI ADD turns net.ipv4.ip_forward back on (the bridge plugin with
+    isGateway), so a one-off write would heal itself at the next pod; a holder re-applies it every 0.2 s, as an
+    agent that keeps breaking the node would."""
     if not value or "=" not in value:
         raise TestbedError("the sysctl fault needs --value key=value, e.g. net.ipv4.ip_forward=0", code=2)
-    key, val = value.split("=", 1)
-    old = net.in_ns(node, "sysctl", "-n", key.strip()).stdout.strip()
-    net.in_ns(node, "sysctl", "-qw", f"{key.strip()}={val.strip()}")
-    return f"{key.strip()}={old}"
+    key, val = (x.strip() for x in value.split("=", 1))
+    old = net.in_ns(node, "sysctl", "-n", key).stdout.strip()
+    net.in_ns(node, "sysctl", "-qw", f"{key}={val}")
+    path = "/proc/sys/" + key.replace(".", "/")
+    proc.start(_holder(node, key), [*node_exec(node), "sh", "-c",
+                               f"while :; do echo {shlex.quote(val)} > {shlex.quote(path)}; sleep 0.2; done"])
+    return f"{key}={old}"
+
+
+def _holder(node: net.Node, key: str) -> str:
+    return f"{node.name}-sysctl-{key}"
 
 
 def _sysctl_restore(node: net.Node, saved: str | None) -> None:
     if saved:
+        proc.stop(_holder(node, saved.split("=", 1)[0]), timeout=5)
         net.in_ns(node, "sysctl", "-qw", saved)
 
 
@@ -204,7 +216,8 @@ FAULTS: dict[str, _Fault] = {
     "kube-proxy-stop": _Fault("stop kube-proxy on a node and remove its rules", _kube_proxy_stop, _kube_proxy_start),
     "coredns-scale-zero": _Fault("scale CoreDNS to 0 replicas", _coredns_zero, _coredns_restore, "cluster"),
     "cni-config-remove": _Fault("remove the CNI config from a node", _cni_remove, _cni_restore),
-    "sysctl": _Fault("set a sysctl in a node's namespace (--value key=value)", _sysctl_set, _sysctl_restore),
+    "sysctl": _Fault("set a sysctl in a node's namespace and keep it set (--value key=value)", _sysctl_set,
+                     _sysctl_restore),
     "sysctl-persist-remove": _Fault("remove /etc/sysctl.d/99-kubernetes.conf", _persist_remove, _persist_restore),
     "fstab-swap": _Fault("add an active swap entry to a node's /etc/fstab", _fstab_swap, _fstab_restore),
     "taint": _Fault("taint a node NoSchedule (all nodes without --node)", _taint, _untaint, "all-nodes"),
