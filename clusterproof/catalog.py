@@ -73,10 +73,6 @@ class Check:
         return self.test.rsplit("::", 1)[0]
 
 
-def _F(name: str, value: str | None = None, node: str | None = None) -> Fault:
-    return Fault(name, value, node)
-
-
 _HOST = "suites/host/"
 _CHECKS = [
     # ------------------------------------------------------------------ host
@@ -91,12 +87,12 @@ _CHECKS = [
           "sysctl -w net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 and persist it in "
           "/etc/sysctl.d/k8s.conf",
           depends_on=("HOST-001",),
-          faults=(_F("sysctl", "net.bridge.bridge-nf-call-iptables=0", "tb-node-2"),)),
+          faults=(Fault("sysctl", "net.bridge.bridge-nf-call-iptables=0", "tb-node-2"),)),
     Check("HOST-003", "host", _HOST + "test_host_kernel.py::test_ip_forward_enabled",
           "IPv4 forwarding MUST be on (net.ipv4.ip_forward = 1) on every node.",
           "kubeadm preflight refuses the node, and traffic between pods on different nodes is dropped.",
           "sysctl -w net.ipv4.ip_forward=1 and persist it in /etc/sysctl.d/k8s.conf",
-          faults=(_F("sysctl", "net.ipv4.ip_forward=0", "tb-node-2"),)),
+          faults=(Fault("sysctl", "net.ipv4.ip_forward=0", "tb-node-2"),)),
     Check("HOST-004", "host", _HOST + "test_host_swap.py::test_swap_off",
           "Swap MUST be off on every node (/proc/swaps lists no swap area).",
           "The kubelet refuses to start with swap on (unless configured for it), and memory limits stop meaning "
@@ -106,14 +102,14 @@ _CHECKS = [
           "net.ipv4.ip_forward = 1 MUST be set in a sysctl.d file so a reboot keeps it.",
           "The node works until its next reboot, then cross-node pod traffic stops.",
           "echo net.ipv4.ip_forward = 1 > /etc/sysctl.d/k8s.conf; sysctl --system",
-          faults=(_F("sysctl-persist-remove", node="tb-node-2"),)),
+          faults=(Fault("sysctl-persist-remove", node="tb-node-2"),)),
     Check("HOST-006", "host", _HOST + "test_host_persisted.py::test_bridge_nf_call_persisted",
           "net.bridge.bridge-nf-call-iptables/-ip6tables = 1 MUST be set in a sysctl.d file where the CNI uses a "
           "Linux bridge.",
           "After a reboot bridged pod traffic bypasses iptables again.",
           "add net.bridge.bridge-nf-call-iptables = 1 and net.bridge.bridge-nf-call-ip6tables = 1 to "
           "/etc/sysctl.d/k8s.conf; sysctl --system",
-          faults=(_F("sysctl-persist-remove", node="tb-node-2"),)),
+          faults=(Fault("sysctl-persist-remove", node="tb-node-2"),)),
     Check("HOST-007", "host", _HOST + "test_host_persisted.py::test_br_netfilter_persisted",
           "br_netfilter MUST be listed in /etc/modules-load.d (or built in) so a reboot loads it.",
           "After a reboot the module is missing and the bridge-nf-call sysctls do not even exist.",
@@ -122,7 +118,7 @@ _CHECKS = [
           "/etc/fstab MUST NOT turn swap on at boot (no active swap entry).",
           "Swap comes back at the next reboot and the kubelet stops starting.",
           "comment out the swap line in /etc/fstab (and mask any systemd .swap unit)",
-          faults=(_F("fstab-swap", node="tb-node-2"),)),
+          faults=(Fault("fstab-swap", node="tb-node-2"),)),
     Check("HOST-009", "host", _HOST + "test_host_tools.py::test_required_binaries_present",
           "The binaries kubeadm requires (ip, iptables, mount, nsenter) MUST be on the node's PATH.",
           "kubeadm preflight fails and kubelet features (port-forward, volume mounts) break.",
@@ -137,13 +133,13 @@ _CHECKS = [
           "socket.",
           "The kubelet talks to the container runtime only through this socket; no socket, no pods.",
           "systemctl restart containerd (it recreates /run/containerd/containerd.sock)",
-          faults=(_F("cri-socket-remove", node="tb-node-2"), _F("runtime-stop", node="tb-node-2"))),
+          faults=(Fault("cri-socket-remove", node="tb-node-2"), Fault("runtime-stop", node="tb-node-2"))),
     Check("CRI-002", "runtime", "suites/runtime/test_cri.py::test_cri_answers_version_and_status",
           "The CRI socket MUST answer Version and Status with RuntimeReady and NetworkReady true.",
           "A socket that does not answer, or a runtime not ready, leaves every pod on the node pending.",
           "systemctl status containerd; crictl info; a NetworkReady=false means no CNI config (see CNI-002)",
           depends_on=("CRI-001", "CNI-002"),
-          faults=(_F("runtime-freeze", node="tb-node-2"),)),
+          faults=(Fault("runtime-freeze", node="tb-node-2"),)),
     Check("CRI-003", "runtime", "suites/runtime/test_cri.py::test_runtime_matches_node_status",
           "The runtime name and version on the CRI socket MUST equal the node's status.nodeInfo."
           "containerRuntimeVersion.",
@@ -160,7 +156,7 @@ _CHECKS = [
           "A NotReady node runs no new pods and its pods are evicted after a while.",
           "on the node: systemctl status kubelet; journalctl -u kubelet -n 50; kubectl describe node NODE",
           depends_on=("CNI-002", "CRI-001", "CRI-002"),
-          faults=(_F("runtime-stop", node="tb-node-2"),)),
+          faults=(Fault("runtime-stop", node="tb-node-2"),)),
     Check("NODE-002", "nodes", "suites/nodes/test_nodes.py::test_no_node_pressure",
           "No node MUST report memory, disk or PID pressure.",
           "Under pressure the kubelet evicts pods and the scheduler avoids the node.",
@@ -174,19 +170,19 @@ _CHECKS = [
           "Every workload stays Pending; on a one-node kubeadm cluster the control-plane taint does this.",
           "kubectl taint nodes NODE node-role.kubernetes.io/control-plane:NoSchedule- (single node) or "
           "kubectl uncordon NODE",
-          faults=(_F("taint"),)),
+          faults=(Fault("taint"),)),
     Check("NODE-005", "nodes", "suites/nodes/test_nodes.py::test_workers_accept_workloads",
           "Every worker (non-control-plane) node MUST accept workloads: not cordoned, no NoSchedule/NoExecute taint.",
           "Capacity the operator paid for sits idle; DaemonSets without tolerations skip the node.",
           "kubectl uncordon NODE; kubectl taint nodes NODE KEY:NoSchedule-",
-          faults=(_F("taint", node="tb-node-2"), _F("taint"))),
+          faults=(Fault("taint", node="tb-node-2"), Fault("taint"))),
     Check("NODE-006", "nodes", "suites/nodes/test_nodes.py::test_coredns_available",
           "The cluster DNS (CoreDNS, k8s-app=kube-dns in kube-system) MUST have all its replicas available, at "
           "least one.",
           "Without cluster DNS no pod resolves a Service name.",
           "kubectl -n kube-system describe pods -l k8s-app=kube-dns; kubectl -n kube-system scale deployment "
           "coredns --replicas=2",
-          faults=(_F("coredns-scale-zero"),)),
+          faults=(Fault("coredns-scale-zero"),)),
     # ------------------------------------------------------------------ network
     Check("CNI-001", "network", "suites/network/test_cni.py::test_cni_agents_ready_on_every_node",
           "The CNI's agent pods MUST be ready on every node their DaemonSet targets.",
@@ -198,7 +194,7 @@ _CHECKS = [
           "Without a loaded CNI config the runtime reports NetworkReady=false and no pod gets an IP.",
           "install the CNI (its DaemonSet writes the config) or restore /etc/cni/net.d/*.conflist; "
           "systemctl restart containerd",
-          faults=(_F("cni-config-remove", node="tb-node-2"),)),
+          faults=(Fault("cni-config-remove", node="tb-node-2"),)),
     Check("CNI-003", "network", "suites/network/test_cni.py::test_pod_cidr_sources_agree",
           "The pod CIDR sources (kubeadm-config podSubnet, --cluster-cidr, Calico IPPools, node podCIDRs) MUST "
           "agree.",
@@ -215,20 +211,20 @@ _CHECKS = [
           "Cross-node pod traffic is the CNI's one job; without it multi-node apps fail.",
           "check the CNI's routes between nodes (ip route), the firewall between nodes, and ip_forward (HOST-003)",
           depends_on=("NODE-001", "CNI-002", "HOST-003"),
-          faults=(_F("sysctl", "net.ipv4.ip_forward=0", "tb-node-2"),)),
+          faults=(Fault("sysctl", "net.ipv4.ip_forward=0", "tb-node-2"),)),
     Check("DNS-001", "network", "suites/network/test_dns.py::test_kubernetes_default_resolves",
           "`kubernetes.default` MUST resolve, from a pod on every Ready node, to the kubernetes Service's ClusterIP.",
           "Pods that talk to the API server by name (operators, controllers) fail to start.",
           "kubectl -n kube-system logs -l k8s-app=kube-dns; check kube-proxy on the node (the DNS Service is a "
           "ClusterIP)",
           depends_on=("NODE-001", "CNI-002", "NODE-006", "HOST-002", "HOST-003"),
-          faults=(_F("kube-proxy-stop", node="tb-node-2"),)),
+          faults=(Fault("kube-proxy-stop", node="tb-node-2"),)),
     Check("DNS-002", "network", "suites/network/test_dns.py::test_service_name_resolves",
           "A Service's name MUST resolve, from a pod on every Ready node, to that Service's ClusterIP.",
           "Apps find each other by Service name; without it every client needs hard-coded IPs.",
           "kubectl -n kube-system logs -l k8s-app=kube-dns; check kube-proxy on the node",
           depends_on=("NODE-001", "CNI-002", "NODE-006", "HOST-002", "HOST-003"),
-          faults=(_F("kube-proxy-stop", node="tb-node-2"),)),
+          faults=(Fault("kube-proxy-stop", node="tb-node-2"),)),
     # ------------------------------------------------------------------ pods
     Check("POD-001", "pods", "suites/pods/test_pod_namespaces.py::test_containers_share_net_ipc_uts_not_mnt",
           "A pod's containers MUST share the net, ipc and uts namespaces and MUST NOT share the mnt namespace.",
@@ -258,20 +254,20 @@ _CHECKS = [
           "Pod IPs must be reachable cluster-wide; this is the app-level view of CNI-005.",
           "check the CNI's routes between nodes and ip_forward (HOST-003)",
           depends_on=("APP-001", "HOST-003"),
-          faults=(_F("sysctl", "net.ipv4.ip_forward=0", "tb-node-2"),)),
+          faults=(Fault("sysctl", "net.ipv4.ip_forward=0", "tb-node-2"),)),
     Check("APP-003", "apps", "suites/apps/test_hello_python.py::test_service_answers_on_cluster_ip_and_dns_name",
           "The hello-python Service MUST answer on ClusterIP:6000 and its DNS name from a pod on every node and "
           "every node.",
           "ClusterIP Services are how pods reach each other; kube-proxy implements them on every node.",
           "check kube-proxy on the node (kubectl -n kube-system logs ds/kube-proxy; iptables -t nat -L KUBE-SERVICES)",
           depends_on=("APP-001", "APP-006", "DNS-002", "HOST-002", "HOST-003"),
-          faults=(_F("kube-proxy-stop", node="tb-node-2"),)),
+          faults=(Fault("kube-proxy-stop", node="tb-node-2"),)),
     Check("APP-004", "apps", "suites/apps/test_hello_python.py::test_nodeport_answers_on_every_node",
           "The hello-python NodePort MUST answer on every node's InternalIP from the machine running the suite.",
           "The course reaches the app from outside through the NodePort on any node.",
           "check kube-proxy on that node and any firewall in front of the NodePort range (30000-32767)",
           depends_on=("APP-001", "APP-006", "HOST-003"),
-          faults=(_F("kube-proxy-stop", node="tb-node-2"),)),
+          faults=(Fault("kube-proxy-stop", node="tb-node-2"),)),
     Check("APP-005", "apps", "suites/apps/test_hello_python.py::test_every_ready_replica_answers",
           "Requests to the hello-python Service MUST be answered by every ready replica, and by ready replicas only.",
           "A replica that never answers wastes capacity; one that answers while not ready serves errors.",
@@ -289,13 +285,13 @@ _CHECKS = [
           "GPU pods stay Pending, or land on a GPU the plugin reported unhealthy.",
           "check the device plugin's pod on the node (HAMi: hami-device-plugin; NVIDIA: nvidia-device-plugin) "
           "and its logs",
-          faults=(_F("gpu-plugin-stop"),)),
+          faults=(Fault("gpu-plugin-stop"),)),
     Check("GPU-002", "gpu", "suites/gpu/test_gpu.py::test_pod_with_one_gpu_runs",
           "A pod asking for one GPU (and a memory slice on HAMi) MUST be scheduled, run, and get what it asked for.",
           "The course's GPU exercises start with exactly this pod.",
           "kubectl describe pod (scheduler events); HAMi: check the hami-scheduler and the bind-phase annotation",
           depends_on=("GPU-001", "NODE-001", "NODE-005"),
-          faults=(_F("gpu-plugin-stop"),)),
+          faults=(Fault("gpu-plugin-stop"),)),
     Check("GPU-003", "gpu", "suites/gpu/test_gpu.py::test_pod_sees_its_memory_slice",
           "Inside a GPU pod, in every process (a kubectl exec shell too), the visible GPU memory MUST equal its "
           "slice: cuMemGetInfo, and nvidia-smi where the setup limits NVML (MPS: the pinned limit in cuMemGetInfo's "

@@ -14,7 +14,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from . import catalog
-from .results import BAD, GOOD, SCHEMA, CheckResult, Outcome, RunResult, TargetResult, area_order, label
+from .results import BAD, GOOD, SCHEMA, CheckResult, Outcome, RunResult, TargetResult, area_order, label, totals
 
 __all__ = ["SCHEMA", "BAD", "GOOD", "CSS", "canonical", "digest", "seal", "is_sealed", "compare", "render_header",
            "render_check", "render_junit", "embed", "e", "area_order"]
@@ -138,7 +138,7 @@ def render_header(run: RunResult, digest_value: str) -> str:
     fingerprint."""
     v, why = run.verdict()
     fp = run.fingerprint or {}
-    t = _counts(run.targets)
+    t = totals(run.targets)
     parts = [f'<div class="cp" id="clusterproof-header" data-digest="{e(digest_value)}">']
     parts.append(
         f'<div class="cp-verdict cp-{e(v)}" id="cp-verdict" data-verdict="{e(v)}">'
@@ -189,13 +189,6 @@ def render_header(run: RunResult, digest_value: str) -> str:
     parts.append(render_fingerprint(fp, run))
     parts.append("</div>")
     return "".join(parts)
-
-
-def _counts(targets: list[TargetResult]) -> dict[str, int]:
-    out = {str(o): 0 for o in Outcome}
-    for t in targets:
-        out[str(t.outcome)] += 1
-    return out
 
 
 def _identity(fp: dict) -> str:

@@ -164,7 +164,7 @@ class RunResult:
     compare: dict[str, Any] | None = None
 
     # -- building
-    def add(self, check_id: str | None, area: str, target: TargetResult) -> None:
+    def add(self, check_id: str | None, area: str, target: TargetResult) -> CheckResult:
         entry = catalog.CATALOG.get(check_id or "")
         area = entry.area if entry else area
         a = next((x for x in self.areas if x.name == area), None)
@@ -178,6 +178,7 @@ class RunResult:
             c = CheckResult.of(check_id, area)
             a.checks.append(c)
         c.targets.append(target)
+        return c
 
     def check_skip_chains(self) -> None:
         """A skip that blames another check stands only when that check failed in this run, or itself skipped
@@ -266,10 +267,9 @@ class RunResult:
                   doc.get("suite_version") or "", doc.get("fingerprint") or {}, [], list(doc.get("notes") or []),
                   doc.get("compare"))
         for leaf in doc.get("checks") or []:
-            run.add(leaf.get("id"), leaf.get("area") or "other", TargetResult.from_dict(leaf))
-        for c in run.checks:               # keep what the document said, even where the catalog changed since
-            leaf = next(x for x in doc["checks"] if x.get("id") == c.id and x.get("area") == c.area)
-            c.must, c.severity = leaf.get("must") or "", leaf.get("severity") or "FAIL"
+            c = run.add(leaf.get("id"), leaf.get("area") or "other", TargetResult.from_dict(leaf))
+            # what the document said wins, even where the catalog changed since
+            c.must, c.severity = leaf.get("must", c.must), leaf.get("severity", c.severity)
         return run
 
 

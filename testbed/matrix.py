@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clusterproof import catalog
+from clusterproof.results import BAD, RunResult
 
 from . import kube
 from .errors import TestbedError
 
 ROOT = Path(__file__).resolve().parent.parent
-BAD = ("failed", "error")
 SETTLE_TIMEOUT = 120.0
 HEAL_TIMEOUT = 240.0
 
@@ -125,20 +125,17 @@ def run_suite(kubeconfig: Path, ssh_key: Path, report_dir: Path, workers: int, t
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-_ORDER = ("error", "failed", "warned", "passed", "xfailed", "xpassed", "skipped")
-
-
 def read(run: FaultRun, summary: dict) -> None:
+    """Each check's outcome (its worst target, as the result tree folds it) and its first failure's message."""
     run.sign_off = summary.get("verdict", "")
-    for leaf in summary.get("checks", []):
-        cid = leaf.get("id") or leaf.get("nodeid")
-        now = leaf.get("outcome", "error")
-        before = run.outcomes.get(cid)
-        if before is None or _ORDER.index(now) < _ORDER.index(before):
-            run.outcomes[cid] = now
-        if now in BAD and cid not in run.failed:
-            v = leaf.get("verdict") or {}
-            run.failed[cid] = (leaf.get("message") or v.get("reason") or v.get("observed") or now)[:300]
+    tree = RunResult.from_doc(summary)
+    for c in tree.checks:
+        cid = c.id or c.targets[0].nodeid
+        run.outcomes[cid] = str(c.outcome)
+        bad = next((t for t in c.targets if t.outcome in BAD), None)
+        if bad is not None:
+            v = bad.verdict
+            run.failed[cid] = (bad.message or (v.reason or v.observed if v else "") or str(bad.outcome))[:300]
 
 
 def run_matrix(tb, only: str | None = None, workers: int = 2, log: Callable[[str], None] = print) -> list[FaultRun]:
