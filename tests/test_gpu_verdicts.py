@@ -342,8 +342,11 @@ def test_recorded_hami_core_runs_cover_every_case(path):
     rec = json.loads(path.read_text())
     ran = {c["name"] for c in rec["cases"] if c["status"] == "ran"}
     assert {"hami-600m", "hami-1024m", "hami-2048m", "hami-8192m", "hami-pair-a", "hami-pair-b", "hami-no-limit",
-            "hami-no-lib"} <= ran
+            "hami-no-lib", "hami-exec-shell", "hami-exec-env-only"} <= ran
     assert rec["hami_core"]["hami_core"]["commit"] == json.loads(
         (ROOT / "gpu-verify" / "hami-core.lock.json").read_text())["hami_core"]["commit"]
     pair = next(p for p in rec["pairs"] if p["name"] == "hami-pair")
     assert [v["status"] for v in pair["verdicts"]] == ["pass"]
+    by_name = {c["name"]: c for c in rec["cases"]}
+    for negative in ("hami-no-limit", "hami-no-lib", "hami-exec-env-only"):
+        assert "fail" in [v["status"] for v in by_name[negative]["verdicts"]], negative
