@@ -180,35 +180,75 @@ class RunResult:
         c.targets.append(target)
         return c
 
-    def check_skip_chains(self) -> None:
+    def check_skip_chains(self) -> list[tuple[CheckResult, TargetResult]]:
         """A skip that blames another check stands only when that check failed in this run, or itself skipped
-        blaming one that did (NODE-001 skips for CNI-002's finding), or was not selected. One that blames a check
-        which passed, or one it does not depend on, hides a finding nobody reported: the run cannot sign off
-        PASS, and the note says which skip and why."""
+        blaming one that did (NODE-001 skips for CNI-002's finding): followed transitively.
+
+        A skip that blames a check which passed (directly or down the chain), or one it does not depend on,
+        hides a finding nobody reported: it becomes a failure (a warning for a WARN-severity check) whose
+        message states what was observed, and the run signs off FAIL. A skip whose chain ends in a check that
+        was not run (deselected) stays a skip that says so, and a note keeps the run from signing off PASS.
+        Returns the (check, target) pairs it changed (an outcome, or a message)."""
         by_id = {c.id: c for c in self.checks if c.id}
 
-        def explained(owner: str, seen: frozenset[str]) -> bool:
+        def trace(owner: str, seen: frozenset[str]) -> tuple[str, str]:
+            """("failed", owner) the chain ends in a failure; ("not run", id) in a deselected check;
+            ("broken", what was observed) otherwise."""
             c = by_id.get(owner)
-            if c is None or c.outcome in BAD:
-                return True                 # not selected (said in the skip's reason), or failed: it stands
-            if c.outcome != Outcome.SKIPPED or owner in seen:
-                return False
-            blamed = [t.verdict.blames for t in c.targets if t.verdict is not None and t.verdict.blames]
-            return bool(blamed) and all(explained(b, seen | {owner}) for b in blamed)
+            if c is None:
+                return "not run", owner
+            if c.outcome in BAD:
+                return "failed", owner
+            if owner in seen:
+                return "broken", f"the skips loop back to {owner}"
+            if c.outcome != Outcome.SKIPPED:
+                return "broken", f"{owner} {c.outcome} in this run"
+            blamed = list(dict.fromkeys(t.verdict.blames for t in c.targets
+                                        if t.verdict is not None and t.verdict.blames))
+            if not blamed:
+                return "broken", f"{owner} only skipped (for its own reason, not a failure) in this run"
+            ends = [(b, trace(b, seen | {owner})) for b in blamed]
+            for want in ("broken", "not run"):
+                hit = next(((b, end) for b, end in ends if end[0] == want), None)
+                if hit is not None:
+                    b, (kind, what) = hit
+                    return kind, (what if kind == "not run" else f"{owner} skipped blaming {b}, and {what}")
+            return "failed", owner
 
-        for c, t in self.leaves():
-            v = t.verdict
-            if t.outcome != Outcome.SKIPPED or v is None or not v.blames:
+        changed: list[tuple[CheckResult, TargetResult]] = []
+        # every chain is judged on the outcomes as the checks ended, before any skip is turned into a failure
+        skips = [(c, t, t.verdict) for c, t in self.leaves() if t.outcome == Outcome.SKIPPED]
+        ends = {(v.blames, c.id): trace(v.blames, frozenset({c.id or ""})) for c, _, v in skips if v and v.blames}
+        for c, t, v in skips:
+            if v is None or not v.blames:
                 continue
-            owner = v.blames
+            owner, reason = v.blames, (t.message or v.reason)[:300]
             where = label(c.id, t.nodeid, t.target)
-            if c.depends_on and owner not in c.depends_on:
-                self.notes.append(f"{where} skipped blaming {owner}, which is not among its dependencies "
-                                  f"({', '.join(c.depends_on)})")
-            elif not explained(owner, frozenset({c.id or ""})):
-                seen = by_id[owner].outcome
-                self.notes.append(f"{where} skipped blaming {owner}, but {owner} {seen} in this run: "
-                                  f"what it skipped on ({t.message[:200]}) is reported by no check")
+            if c.id in catalog.CATALOG and owner not in c.depends_on:
+                observed = (f"skipped blaming {owner}, which is not among its dependencies "
+                            f"({', '.join(c.depends_on) or 'none'}): {reason}")
+            else:
+                kind, what = ends[(owner, c.id)]
+                if kind == "failed":
+                    continue
+                if kind == "not run":
+                    t.message = (f"{t.message} (the owner {what} was not run in this run: deselected, so no "
+                                 "check reported what this skipped on)")
+                    self.notes.append(f"{where} skipped blaming {owner}, but {what} was not run (deselected): "
+                                      f"run {what} too to know whether the skip stands")
+                    changed.append((c, t))
+                    continue
+                observed = f"skipped blaming {owner}, but {what}: {reason}"
+            warn = c.severity == str(catalog.Severity.WARN)
+            t.outcome = Outcome.WARNED if warn else Outcome.FAILED
+            t.message = observed
+            expected = (f"a skip only while {owner} fails in this run (one of its dependencies: "
+                        f"{', '.join(c.depends_on) or 'none'})")
+            fix = (f"look on the cluster at what {c.id or where} skipped on; a check skipped on a finding its owner "
+                   "does not report: make the skip condition and the owner's check agree")
+            t.verdicts.insert(0, Verdict(Status.WARN if warn else Status.FAIL, where, expected, observed, fix))
+            changed.append((c, t))
+        return changed
 
     # -- reading
     @property

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -395,3 +396,103 @@ def test_works_under_xdist(suite: pytest.Pytester) -> None:
 def test_report_dir_alone_gives_all_three_files(suite: pytest.Pytester) -> None:
     suite.runpytest("--kubeconfig", str(suite.path / "kubeconfig"), "--report-dir", "out")
     assert {p.name for p in (suite.path / "out").iterdir()} >= {"report.html", "junit.xml", "summary.json"}
+
+
+CHAIN = '''
+import os
+import pytest
+from clusterproof import checks
+
+@pytest.mark.check("NODE-006")
+def test_coredns_available():
+    if os.environ.get("FAKE_FAULT") == "coredns":
+        checks.fail("deployment kube-system/coredns", "2/2 available", "0/2 available", "scale it up")
+
+@pytest.mark.check("DNS-001")
+def test_dns_resolves():
+    checks.skip("the cluster DNS has no ready endpoints; NODE-006 reports why", blames="NODE-006")
+'''
+CHAIN_MSG = ("skipped blaming NODE-006, but NODE-006 passed in this run: the cluster DNS has no ready endpoints; "
+             "NODE-006 reports why")
+
+
+@pytest.fixture
+def chain_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """DNS-001 always skips blaming NODE-006; NODE-006 fails only under FAKE_FAULT=coredns."""
+    pytester.makeconftest('pytest_plugins = ["fixtures.options", "fixtures.reporting"]\n')
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    (pytester.path / "suites" / "network").mkdir(parents=True)
+    (pytester.path / "suites" / "network" / "test_chain.py").write_text(CHAIN)
+    (pytester.path / "kubeconfig").write_text(KUBECONFIG)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("FAKE_FAULT", raising=False)
+    return pytester
+
+
+def test_a_broken_skip_chain_fails_the_run_in_every_file(chain_suite: pytest.Pytester) -> None:
+    result = run(chain_suite)
+    result.assert_outcomes(passed=1, failed=1)           # the terminal tells the tree's outcome too
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*clusterproof sign-off: FAIL (1 check failed or errored)*",
+                                 "FAILED suites/network/test_chain.py::test_dns_resolves - skipped blaming NODE*"])
+    assert "made it a failure" in result.stdout.str()
+    folder = chain_suite.path / "reports"
+    doc, junit, html = assert_valid_files(folder)
+    assert doc["verdict"] == "FAIL" and doc["exitstatus"] == 1 and doc["notes"] == []
+    dns = by_id(doc)["DNS-001"][0]
+    assert dns["outcome"] == "failed" and dns["message"] == CHAIN_MSG
+    assert dns["verdict"]["status"] == "fail" and dns["verdict"]["observed"] == CHAIN_MSG
+    assert [v["status"] for v in dns["verdicts"]] == ["fail", "skip"]
+    assert doc["totals"]["failed"] == 1 and doc["totals"]["skipped"] == 0 and doc["totals"]["passed"] == 1
+    assert doc["areas"]["network"]["verdict"] == "FAIL" and doc["areas"]["network"]["failed"] == 1
+    assert junit.get("verdict") == "FAIL"
+    failure = junit.find("testsuite[@name='network']/testcase/failure")
+    assert failure is not None and CHAIN_MSG in (failure.get("message") or "")
+    assert junit.find(".//skipped") is None
+    assert "SIGN-OFF: FAIL" in html and "1 passed, 0 warned, 1 failed, 0 errors, 0 skipped" in html
+    blob = re.search(r'data-jsonblob="([^"]*)"', html)
+    assert blob is not None
+    table = json.loads(unescape(blob.group(1)))
+    rows = table["tests"]["suites/network/test_chain.py::test_dns_resolves"]
+    assert [r["result"] for r in rows] == ["Failed"]
+    ok = verify(folder / "summary.json", folder / "report.html")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_a_skip_whose_owner_failed_stands(chain_suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_FAULT", "coredns")
+    result = run(chain_suite)
+    result.assert_outcomes(failed=1, skipped=1)
+    doc = load_summary(chain_suite)
+    assert doc["verdict"] == "FAIL" and doc["notes"] == []
+    dns = by_id(doc)["DNS-001"][0]
+    assert dns["outcome"] == "skipped"
+    assert dns["message"] == "the cluster DNS has no ready endpoints; NODE-006 reports why"
+    folder = chain_suite.path / "reports"
+    assert verify(folder / "summary.json", folder / "report.html").returncode == 0
+
+
+def test_a_skip_whose_owner_was_deselected_says_so(chain_suite: pytest.Pytester) -> None:
+    result = run(chain_suite, "-k", "not coredns")
+    result.assert_outcomes(skipped=1, deselected=1)
+    doc = load_summary(chain_suite)
+    assert doc["verdict"] == "INCOMPLETE"
+    assert doc["notes"] == ["DNS-001 skipped blaming NODE-006, but NODE-006 was not run (deselected): run NODE-006 "
+                            "too to know whether the skip stands"]
+    dns = by_id(doc)["DNS-001"][0]
+    assert dns["outcome"] == "skipped" and "the owner NODE-006 was not run in this run" in dns["message"]
+    folder = chain_suite.path / "reports"
+    html = (folder / "report.html").read_text()
+    assert "SIGN-OFF: INCOMPLETE" in html and "the owner NODE-006 was not run in this run" in html
+    ok = verify(folder / "summary.json", folder / "report.html")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_a_broken_skip_chain_fails_under_xdist(chain_suite: pytest.Pytester) -> None:
+    result = run(chain_suite, "-n", "2", subprocess_=True)
+    result.assert_outcomes(passed=1, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    doc = load_summary(chain_suite)
+    assert doc["verdict"] == "FAIL" and by_id(doc)["DNS-001"][0]["message"] == CHAIN_MSG
+    folder = chain_suite.path / "reports"
+    assert verify(folder / "summary.json", folder / "report.html").returncode == 0

@@ -108,22 +108,56 @@ def test_junit_is_rendered_from_the_tree() -> None:
     assert len(warned) == 1 and warned[0].find("failure") is None
 
 
-def test_a_skip_that_blames_a_passing_check_does_not_sign_off() -> None:
+def test_a_skip_that_blames_a_passing_check_becomes_a_failure() -> None:
     blame = Verdict.skipped("br_netfilter is not loaded (HOST-001 fails with the fix)", blames="HOST-001")
     ok = _run(("HOST-001", "n1", Outcome.FAILED, []), ("HOST-002", "n1", Outcome.SKIPPED, [blame]))
-    ok.check_skip_chains()
-    assert ok.notes == [] and ok.verdict()[0] == "FAIL"
+    assert ok.check_skip_chains() == []
+    assert ok.notes == [] and ok.verdict()[0] == "FAIL" and ok.leaves()[1][1].outcome == Outcome.SKIPPED
     broken = _run(("HOST-001", "n1", Outcome.PASSED, []), ("HOST-002", "n1", Outcome.SKIPPED, [blame]))
-    broken.check_skip_chains()
-    assert broken.verdict()[0] == "INCOMPLETE"
-    assert "HOST-002 [n1] skipped blaming HOST-001, but HOST-001 passed" in broken.verdict()[1]
-    deselected = _run(("HOST-003", "n1", Outcome.PASSED, []), ("HOST-002", "n1", Outcome.SKIPPED, [blame]))
-    deselected.check_skip_chains()
-    assert deselected.notes == [] and deselected.verdict()[0] == "PASS"
+    broken.leaves()[1][1].message = blame.reason
+    changed = broken.check_skip_chains()
+    assert [c.id for c, _ in changed] == ["HOST-002"]
+    c, t = broken.leaves()[1]
+    assert c.id == "HOST-002" and t.outcome == Outcome.FAILED
+    assert t.message == ("skipped blaming HOST-001, but HOST-001 passed in this run: br_netfilter is not loaded "
+                         "(HOST-001 fails with the fix)")
+    assert t.verdict is not None and t.verdict.status == Status.FAIL and t.verdict.observed == t.message
+    assert t.verdicts[1] == blame                      # the skip's own verdict is kept, after the failure
+    assert broken.notes == [] and broken.verdict() == ("FAIL", "1 check failed or errored")
+    doc = broken.to_doc()
+    assert doc["totals"]["failed"] == 1 and doc["totals"]["skipped"] == 0 and doc["areas"]["host"]["failed"] == 1
+    assert RunResult.from_doc(doc).leaves()[1][1].outcome == Outcome.FAILED
+    failure = ET.fromstring(report.render_junit(broken)).find("testsuite/testcase/failure")
+    assert failure is not None and "but HOST-001 passed in this run" in (failure.get("message") or "")
+    header = report.render_header(broken, "d")
+    assert 'data-verdict="FAIL"' in header and "1 failed, 0 errors, 0 skipped" in header
+    assert "skipped blaming HOST-001, but HOST-001 passed in this run" in header
+
     stranger = Verdict.skipped("GPU-002 reports it", blames="GPU-002")
     wrong = _run(("HOST-002", "n1", Outcome.SKIPPED, [stranger]), ("HOST-003", "n1", Outcome.PASSED, []))
     wrong.check_skip_chains()
-    assert "not among its dependencies (HOST-001)" in wrong.verdict()[1]
+    assert wrong.verdict()[0] == "FAIL"
+    assert wrong.leaves()[0][1].message.startswith(
+        "skipped blaming GPU-002, which is not among its dependencies (HOST-001)")
+    # a check without dependencies may blame none
+    lonely = _run(("HOST-003", "n1", Outcome.SKIPPED, [Verdict.skipped("x", blames="HOST-001")]),
+                  ("HOST-001", "n1", Outcome.FAILED, []))
+    lonely.check_skip_chains()
+    t3 = next(t for c, t in lonely.leaves() if c.id == "HOST-003")
+    assert t3.outcome == Outcome.FAILED and "not among its dependencies (none)" in t3.message
+
+
+def test_a_skip_blaming_a_deselected_check_stays_a_skip_and_says_so() -> None:
+    blame = Verdict.skipped("br_netfilter is not loaded", blames="HOST-001")
+    run = _run(("HOST-003", "n1", Outcome.PASSED, []), ("HOST-002", "n1", Outcome.SKIPPED, [blame]))
+    changed = run.check_skip_chains()
+    c, t = run.leaves()[1]
+    assert changed == [(c, t)] and t.outcome == Outcome.SKIPPED
+    assert "the owner HOST-001 was not run in this run" in t.message
+    assert run.notes == ["HOST-002 [n1] skipped blaming HOST-001, but HOST-001 was not run (deselected): "
+                         "run HOST-001 too to know whether the skip stands"]
+    assert run.verdict()[0] == "INCOMPLETE"
+    assert "Why the run is incomplete" in report.render_header(run, "d")
 
 
 def test_a_skip_may_blame_a_check_that_itself_skipped_for_a_failure() -> None:
@@ -132,9 +166,27 @@ def test_a_skip_may_blame_a_check_that_itself_skipped_for_a_failure() -> None:
     node = Verdict.skipped("NotReady only because the runtime network is not ready", blames="CNI-002")
     chain = _run(("CNI-002", "n2", Outcome.FAILED, []), ("NODE-001", None, Outcome.SKIPPED, [node]),
                  ("POD-001", "n2", Outcome.SKIPPED, [pod]))
-    chain.check_skip_chains()
+    assert chain.check_skip_chains() == []
     assert chain.notes == [] and chain.verdict()[0] == "FAIL"
+    assert [t.outcome for t in chain.targets].count(Outcome.SKIPPED) == 2
     broken = _run(("CNI-002", "n2", Outcome.PASSED, []), ("NODE-001", None, Outcome.SKIPPED, [node]),
                   ("POD-001", "n2", Outcome.SKIPPED, [pod]))
-    broken.check_skip_chains()
-    assert len(broken.notes) == 2 and broken.verdict()[0] == "INCOMPLETE"
+    assert len(broken.check_skip_chains()) == 2
+    assert broken.notes == [] and broken.verdict() == ("FAIL", "2 checks failed or errored")
+    msgs = {c.id: t.message for c, t in broken.leaves()}
+    assert msgs["NODE-001"] == "skipped blaming CNI-002, but CNI-002 passed in this run: m"
+    assert msgs["POD-001"] == ("skipped blaming NODE-001, but NODE-001 skipped blaming CNI-002, and CNI-002 passed "
+                               "in this run: m")
+    # the chain ends in a check that was not run: the skips stand, and say so
+    open_end = _run(("NODE-001", None, Outcome.SKIPPED, [node]), ("POD-001", "n2", Outcome.SKIPPED, [pod]),
+                    ("NODE-002", None, Outcome.PASSED, []))
+    open_end.check_skip_chains()
+    assert [t.outcome for t in open_end.targets].count(Outcome.SKIPPED) == 2
+    assert len(open_end.notes) == 2 and all("CNI-002 was not run" in n for n in open_end.notes)
+    assert open_end.verdict()[0] == "INCOMPLETE"
+    # an owner that skipped without blaming anything did not fail either
+    alone = _run(("NODE-001", None, Outcome.SKIPPED, [Verdict.skipped("no nodes listed")]),
+                 ("POD-001", "n2", Outcome.SKIPPED, [pod]))
+    alone.check_skip_chains()
+    assert alone.leaves()[1][1].outcome == Outcome.FAILED
+    assert "NODE-001 only skipped (for its own reason, not a failure)" in alone.leaves()[1][1].message
