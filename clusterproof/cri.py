@@ -8,6 +8,7 @@ are read through NodeFacts (`cri_socket`, `runtime`, `kubelet`), versions with `
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -53,6 +54,13 @@ def choose_socket(named: str | None, types: dict[str, str]) -> Socket:
         return Socket(named, f"node annotation {CRI_SOCKET_ANNOTATION}", types.get(named, "missing"))
     found = next((p for p in KNOWN_SOCKETS if types.get(p) == "socket"), None)
     return Socket(found, "the known containerd/CRI-O/cri-dockerd paths", "socket" if found else "missing")
+
+
+def find_socket(named: str | None, file_type: Callable[[str], str]) -> tuple[Socket, dict[str, str]]:
+    """The socket CRI-001 judges, and the file types it was chosen from: `file_type` (a host's, e.g.
+    hosts.Host.file_type) of each of `socket_candidates(named)`. POD-003 asks crictl on the same socket."""
+    types = {p: file_type(p) for p in socket_candidates(named)}
+    return choose_socket(named, types), types
 
 
 def judge_socket(host: str, sock: Socket) -> Verdict:

@@ -1,9 +1,14 @@
 """Pod helpers without a cluster: namespace link parsing, pull-error messages, labels, probe pod placement."""
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 from kubernetes import client
 
-from clusterproof import podns, pods, runid
+from clusterproof import cri, facts, podns, pods, runid
+from clusterproof.verdict import Status
 
 NODE_OUTPUT = """sandbox 44c28d32bb87
 pause 16023 net:[4026532324] ipc:[4026532397] uts:[4026532396] mnt:[4026532395] pid:[4026532398]
@@ -27,7 +32,7 @@ def test_course_ls_output_parses() -> None:
     text = "lrwxrwxrwx 1 root root 0 Aug 10 15:33 mnt -> mnt:[4026532592]\n" \
            "lrwxrwxrwx 1 root root 0 Aug 10 15:33 net -> net:[4026532516]\n"
     assert podns.parse_links(text) == {"mnt": "4026532592", "net": "4026532516"}
-    assert "--namespace '^ns$'" in podns.node_script("ns", "share-0")
+    assert "--namespace '^ns$'" in podns.node_script("ns", "share-0", "/run/containerd/containerd.sock")
 
 
 def _waiting_pod(reason: str, image: str = "localhost/clusterproof/probe:1") -> client.V1Pod:
@@ -118,3 +123,78 @@ def test_a_pod_the_scheduler_refuses_is_a_dead_end_after_a_grace() -> None:
     assert why is not None and why.startswith("unschedulable for 20s: 0/2 nodes are available")
     cond.status = "True"
     assert pods_mod.unschedulable(pod, t0.timestamp() + 60, 15) is None
+
+
+# A crictl that answers only on the endpoint it is told (WANT): a sandbox, two containers (app, sidecar), and
+# this test's own PID for each, so /proc/PID/ns is real. Every call is logged to LOG.
+FAKE_CRICTL = """#!/bin/sh
+echo "$*" >> "$LOG"
+[ "$1" = --runtime-endpoint ] && [ "$2" = "unix://$WANT" ] || { echo "connect: no such file or directory" >&2; exit 1; }
+shift 4
+case "$1" in
+  pods) echo sb-1 ;;
+  inspectp) echo "$PID" ;;
+  ps) echo c-app; echo c-sidecar ;;
+  inspect) case "$5" in *metadata.name*) echo "${6#c-}" ;; *) echo "$PID" ;; esac ;;
+esac
+"""
+
+
+def _node_run(tmp_path: Path, endpoint: str, want: str) -> subprocess.CompletedProcess:
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    (folder / "crictl").write_text(FAKE_CRICTL)
+    (folder / "crictl").chmod(0o755)
+    env = {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}", "LOG": str(tmp_path / "calls"), "WANT": want,
+           "PID": str(os.getpid())}
+    return subprocess.run(["sh", "-c", podns.node_script("cp-pods-1", "share-0", endpoint)], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def test_pod003_asks_crictl_on_the_socket_cri001_found(tmp_path: Path) -> None:
+    """The node annotates a socket crictl would not guess (k3s's): every crictl call names it, and the
+    sandbox's pause process and both containers are found."""
+    node = facts.node_facts(client.V1Node(
+        metadata=client.V1ObjectMeta(name="n1", annotations={
+            facts.CRI_SOCKET_ANNOTATION: "unix:///run/k3s/containerd/containerd.sock"}),
+        spec=client.V1NodeSpec(), status=client.V1NodeStatus()))
+    asked: list[str] = []
+
+    def file_type(path: str) -> str:
+        asked.append(path)
+        return "socket"
+
+    sock, types = cri.find_socket(node.cri_socket, file_type)
+    assert asked == ["/run/k3s/containerd/containerd.sock"] and sock.path == asked[0] and types == {asked[0]: "socket"}
+    assert cri.judge_socket("n1", sock).status == Status.PASS          # what CRI-001 judges on the same lookup
+    res = _node_run(tmp_path, sock.path or "", want="/run/k3s/containerd/containerd.sock")
+    assert res.returncode == 0, res.stdout + res.stderr
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert len(calls) == 7 and all(c.startswith("--runtime-endpoint unix:///run/k3s/containerd/containerd.sock "
+                                                "--timeout 10s ") for c in calls)
+    pause, containers, pids = podns.parse_node_output(res.stdout)
+    assert pause is not None and pause["net"] and sorted(containers) == ["app", "sidecar"]
+    assert pids == {"pause": str(os.getpid()), "app": str(os.getpid()), "sidecar": str(os.getpid())}
+    v = podns.judge_pause("pod cp-pods-1/share-0 on n1", pause, containers, pids, ("app", "sidecar"))
+    assert v.status == Status.PASS and v.observed == "2 containers share the pause process's net, ipc, uts"
+    # without an annotation the socket is the one found at the known runtime paths (containerd's here)
+    sock, _ = cri.find_socket(None, lambda p: "socket" if p == "/var/run/containerd/containerd.sock" else "missing")
+    assert sock.path == "/var/run/containerd/containerd.sock"
+    assert "--runtime-endpoint unix:///var/run/containerd/containerd.sock " in podns.node_script("ns", "p", sock.path)
+
+
+def test_pod003_on_another_socket_finds_no_sandbox(tmp_path: Path) -> None:
+    res = _node_run(tmp_path, "/run/containerd/containerd.sock", want="/run/k3s/containerd/containerd.sock")
+    assert res.returncode == 4 and res.stdout.strip() == "no ready sandbox"
+
+
+def test_pod003_needs_both_containers_and_their_namespaces() -> None:
+    pause, containers, pids = podns.parse_node_output(NODE_OUTPUT)
+    one = {"app": containers["app"]}
+    v = podns.judge_pause("pod ns/share-0 on n1", pause, one, pids, ("app", "sidecar"))
+    assert v.status == Status.FAIL and v.observed == "pause found, containers ['app'] (sidecar missing)"
+    v = podns.judge_pause("pod ns/share-0 on n1", None, containers, pids, ("app", "sidecar"))
+    assert v.status == Status.FAIL and v.observed.startswith("pause not found")
+    v = podns.judge_pause("pod ns/share-0 on n1", pause, containers, pids, ("app", "sidecar"))
+    assert v.status == Status.FAIL
+    assert v.rows == ("net: pause (pid 16023) 4026532324 vs sidecar (pid 16374) 4026532999",)

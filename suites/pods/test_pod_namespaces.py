@@ -11,8 +11,8 @@ import copy
 
 import pytest
 
-from clusterproof import checks, podns, pods, timeouts
-from clusterproof.checks import evidence, fail, require
+from clusterproof import checks, cri, podns, pods, timeouts
+from clusterproof.checks import apply, evidence, fail, require
 
 pytestmark = pytest.mark.slow
 CONTAINERS = ("app", "sidecar")
@@ -101,33 +101,29 @@ def test_share_process_namespace_shares_pid(share_pods: dict, workloads: pods.Wo
 
 
 @pytest.mark.check("POD-003")
-def test_pause_container_holds_pod_namespaces(node_host, share_pods: dict, workloads: pods.Workloads) -> None:
+def test_pause_container_holds_pod_namespaces(node_host, host_node, share_pods: dict,
+                                              workloads: pods.Workloads) -> None:
+    """From the node, crictl on the CRI socket CRI-001 judges (the node's cri-socket annotation, else the
+    runtime socket found at a known path) finds the pod's sandbox and both containers and their PIDs."""
     pod = share_pods["per_node"].get(node_host.node or "")
     if not pod:
         checks.skip(f"{node_host.id}: no share pod on this host (not a Ready node at the start of the run); "
                     "NODE-001 reports NotReady nodes", blames="NODE-001")
-    res = node_host.run(podns.node_script(workloads.namespace, pod), timeout=timeouts.get("exec"))
-    evidence(f"{node_host.id}: crictl pods/inspectp/ps/inspect; readlink /proc/<pid>/ns/*", res.evidence())
+    named = host_node.cri_socket if host_node else None
+    sock, types = cri.find_socket(named, node_host.file_type)
+    evidence(f"{node_host.id}: {'type of ' + next(iter(types)) if named else 'known CRI socket paths'}", types)
+    stop = cri.judge_usable(node_host.id, sock, sock.kind == "socket" and node_host.run("command -v crictl").rc == 0)
+    if stop is not None:
+        apply(stop)
+    res = node_host.run(podns.node_script(workloads.namespace, pod, sock.path or ""), timeout=timeouts.get("exec"))
+    evidence(f"{node_host.id}: crictl --runtime-endpoint unix://{sock.path} pods/inspectp/ps/inspect; "
+             "readlink /proc/<pid>/ns/*", res.evidence())
     subject = f"pod {workloads.namespace}/{pod} on {node_host.id}"
-    if res.rc == 3:
-        fail(node_host.id, "crictl on the node (to find the pause container)", "crictl not found",
-             "install cri-tools (crictl) and point /etc/crictl.yaml at the runtime socket")
-    require(res.rc == 0, subject, "a ready sandbox found with crictl", f"exit {res.rc}: "
+    require(res.rc == 0, subject, f"a ready sandbox found with crictl on {sock.path}", f"exit {res.rc}: "
             f"{(res.stdout.strip() or res.stderr.strip()).splitlines()[-1:] or ['no output']}",
-            "check crictl reaches the runtime (crictl pods; runtime-endpoint in /etc/crictl.yaml) as root")
+            f"check crictl reaches the runtime as root: crictl --runtime-endpoint unix://{sock.path} pods")
     pause, containers, pids = podns.parse_node_output(res.stdout)
-    if not pause or not containers:
-        fail(subject, "the pause process and both containers with their namespaces",
-             f"pause {pause or 'not found'}, containers {sorted(containers or {}) or 'none'}",
-             "check crictl inspectp/inspect print info.pid (crictl --version; the runtime's CRI debug info)")
-    rows = []
-    for name, links in sorted(containers.items()):
-        for k in podns.compare(pause, links, podns.SHARED):
-            rows.append(f"{k}: pause (pid {pids.get('pause')}) {pause.get(k)} vs {name} (pid {pids.get(name)}) "
-                        f"{links.get(k)}")
     evidence("pause vs containers", "\n".join(
         f"{n} pid {pids.get(n)}: " + " ".join(f"{k}:[{links.get(k)}]" for k in podns.KINDS)
-        for n, links in [("pause", pause), *sorted(containers.items())]))
-    require(not rows, subject, "net, ipc, uts of every container equal to the pause container's",
-            "; ".join(rows[:3]), "the runtime must start containers in the sandbox's namespaces; check the "
-            "runtime's sandbox (pause) image setting and version", rows=rows)
+        for n, links in [("pause", pause or {}), *sorted(containers.items())]))
+    apply(podns.judge_pause(subject, pause, containers, pids, CONTAINERS))

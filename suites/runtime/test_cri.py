@@ -18,9 +18,8 @@ def _socket(host, node: NodeFacts | None) -> cri.Socket:
     """The CRI socket of the host (the node's cri-socket annotation, else the known paths); looked up once per host."""
     if host.id not in _sockets:
         named = node.cri_socket if node else None
-        types = {p: host.file_type(p) for p in cri.socket_candidates(named)}
+        _sockets[host.id], types = cri.find_socket(named, host.file_type)
         evidence(f"{host.id}: {'type of ' + next(iter(types)) if named else 'known CRI socket paths'}", types)
-        _sockets[host.id] = cri.choose_socket(named, types)
     return _sockets[host.id]
 
 
