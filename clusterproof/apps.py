@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .pods import HttpResult, is_ready, pod_problem
+from .pods import HttpResult, StartWatch, is_ready, pod_problem
 from .verdict import Verdict
 
 APP = "hello-python"
@@ -48,10 +48,13 @@ def rollout_complete(d: Any, replicas: int = REPLICAS) -> bool:
             and (st.ready_replicas or 0) == (st.available_replicas or 0) == replicas)
 
 
-def rollout_dead_end(d: Any, pods: list[Any]) -> str | None:
-    """Why the rollout can never finish (a pod that cannot start, the progress deadline passed), or None."""
+def rollout_dead_end(d: Any, pods: list[Any], watch: StartWatch | None = None, now: float = 0.0) -> str | None:
+    """Why the rollout can never finish (a pod that cannot start, the progress deadline passed), or None.
+
+    With a `watch` (one per rollout wait, `now` from time.monotonic()) a pod's start error counts once it has
+    lasted the watch's short grace; without one, at once."""
     for p in pods:
-        problem = pod_problem(p)
+        problem = watch.check(p, now) if watch is not None else pod_problem(p)
         if problem:
             return f"pod {p.metadata.name} on {p.spec.node_name}: {problem}"
     for c in d.status.conditions or []:

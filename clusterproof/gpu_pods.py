@@ -111,11 +111,13 @@ def start_probe_pods(core_v1, namespace: str, image: str, specs: list[tuple[str,
         out.append(ProbePod(name, namespace, plan))
     for pp in out:
         last: dict[str, Any] = {}
+        watch = pods.StartWatch(pods.start_grace())
 
-        def running(pp=pp, last=last):
+        def running(pp=pp, last=last, watch=watch):
             pod = core_v1.read_namespaced_pod(pp.name, namespace, _request_timeout=t)
             pp.pod = pod
-            problem = pods.pod_problem(pod) or pods.unschedulable(pod, time.time(), timeouts.get("pod_start") / 6)
+            problem = (watch.check(pod, time.monotonic())
+                       or pods.unschedulable(pod, time.time(), timeouts.get("pod_start") / 6))
             if problem:
                 raise Never(f"pod {namespace}/{pp.name}: {problem}")
             if pod.status.phase == "Running":

@@ -6,8 +6,9 @@ API (keep it small; fixtures/workloads.py wraps it per test module):
   `create(body_or_manifest)` labels a Pod/Deployment/DaemonSet/Service/ConfigMap (dict, or a path
   relative to manifests/) with the run labels and creates it in the namespace;
   `wait_pods(names, ready=False)`, `wait_deployment(name)`, `wait_daemonset(name)` poll with
-  `wait.wait_for` and stop at once on an image pull error, naming the image and the option that
-  sets it (`--probe-image`); `probe_pods(nodes)` starts one probe pod per node (pinned with
+  `wait.wait_for` and stop on a start error (image pull, config, crash loop) once `StartWatch` has seen it
+  last START_GRACE seconds, naming the pod, its node, the image, the reason, the fix and the option that
+  sets the image (`--probe-image`); `probe_pods(nodes)` starts one probe pod per node (pinned with
   nodeAffinity on kubernetes.io/hostname) and returns {node: pod}; `snapshot()` is the text of
   pod states and events kept as evidence when a check fails.
 - `exec_in_pod(core_v1, ns, pod, argv, timeout)` -> `ExecResult(rc, stdout, stderr, error)`;
@@ -38,6 +39,7 @@ from .wait import Never, wait_for
 PULL_ERRORS = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"}
 START_ERRORS = PULL_ERRORS | {"CreateContainerError", "CreateContainerConfigError", "RunContainerError",
                               "CrashLoopBackOff"}
+START_GRACE = 15.0   # seconds a start error is watched before a wait gives up (StartWatch)
 
 
 # kubernetes.stream.stream() swaps api_client.request for a websocket call while it connects and puts
@@ -164,26 +166,84 @@ def node_affinity(hostname: str) -> dict:
 
 
 def pod_problem(pod: Any, image_options: dict[str, str] | None = None) -> str | None:
-    """A reason the pod can never start (image pull, config, crash), or None.
+    """A reason the pod cannot start as it stands (image pull, config, crash), or None.
 
-    An image pull error names the image and, when `image_options` maps it to the option that sets it
-    (e.g. {"localhost/clusterproof/probe:1": "--probe-image"}), that option.
+    Names the container, its image, the waiting reason and the fix; an image pull error also names the node
+    that cannot pull and, when `image_options` maps the image to the option that sets it (e.g.
+    {"localhost/clusterproof/probe:1": "--probe-image"}), that option. `StartWatch` decides when to give up.
     """
     specs = {c.name: c.image for c in (pod.spec.containers or []) + (pod.spec.init_containers or [])}
+    node = pod.spec.node_name or "its node"
     for cs in (pod.status.container_statuses or []) + (pod.status.init_container_statuses or []):
         waiting = cs.state.waiting if cs.state else None
         if waiting and waiting.reason in START_ERRORS:
             msg = (waiting.message or "").splitlines()[0][:160] if waiting.message else ""
             image = specs.get(cs.name) or cs.image
             text = f"container {cs.name} ({image}): {waiting.reason} {msg}".strip()
-            if waiting.reason in PULL_ERRORS:
-                option = (image_options or {}).get(image)
-                how = f"pass {option} with an image the nodes can pull" if option else "use an image the nodes can pull"
-                text += f"; image {image} cannot be pulled: mirror it to a reachable registry or {how}"
+            option = (image_options or {}).get(image)
+            how = f"; or pass {option} with an image the nodes have" if option else ""
+            if waiting.reason == "ErrImageNeverPull":
+                text += (f"; image {image} is not on node {node} and imagePullPolicy is Never: import it on the node "
+                         f"(ctr -n k8s.io images import IMAGE.tar){how}")
+            elif waiting.reason == "InvalidImageName":
+                text += f"; {image!r} is not a valid image reference: fix the name{how}"
+            elif waiting.reason in PULL_ERRORS:
+                text += (f"; node {node} cannot pull image {image}: check the name and tag exist in the registry, "
+                         "that the node reaches the registry (proxy, DNS, TLS) and any imagePullSecrets, or import "
+                         f"the image on the node (ctr -n k8s.io images import IMAGE.tar){how}")
+            elif waiting.reason == "CrashLoopBackOff":
+                last = cs.last_state.terminated if cs.last_state else None
+                if last is not None:
+                    text += f" (last exit {last.exit_code}{', ' + last.reason if last.reason else ''})"
+                text += (f"; read why it exits: kubectl -n {pod.metadata.namespace} logs {pod.metadata.name} "
+                         f"-c {cs.name} --previous")
+            elif waiting.reason == "CreateContainerConfigError":
+                text += (f"; create the ConfigMap/Secret (or key) the container references: kubectl -n "
+                         f"{pod.metadata.namespace} describe pod {pod.metadata.name}")
             return text
     if pod.status.phase == "Failed":
         return f"phase Failed: {pod.status.reason or ''} {pod.status.message or ''}".strip()
     return None
+
+
+def start_grace() -> float:
+    """How long a start error is watched before the wait gives up (--timeout-scale applies)."""
+    return timeouts.scaled(START_GRACE)
+
+
+class StartWatch:
+    """Fail fast on pods that cannot start, after a short bounded observation.
+
+    A container waiting in a start error (ErrImagePull, ImagePullBackOff, CreateContainerConfigError,
+    CrashLoopBackOff, ...) is given up on once the same container has been seen in such a state for
+    `grace` seconds (the kubelet's first pull retry comes after 10 s: a registry hiccup heals in that time,
+    a missing image does not), an invalid image name or a missing image under imagePullPolicy Never at once,
+    and a Failed pod at once. `check` returns the problem then (pod_problem's text and for how long it was
+    seen), else None; one StartWatch per wait.
+    """
+
+    AT_ONCE = frozenset({"InvalidImageName", "ErrImageNeverPull"})
+
+    def __init__(self, grace: float, image_options: dict[str, str] | None = None):
+        self.grace, self.image_options = grace, dict(image_options or {})
+        self.first_seen: dict[tuple[str, str], float] = {}
+
+    def check(self, pod: Any, now: float) -> str | None:
+        problem = pod_problem(pod, self.image_options)
+        if problem is None:
+            self.first_seen = {k: t for k, t in self.first_seen.items() if k[0] != pod.metadata.name}
+            return None
+        if pod.status.phase == "Failed" and not problem.startswith("container "):
+            return problem
+        stuck = [(cs.name, cs.state.waiting.reason)
+                 for cs in (pod.status.container_statuses or []) + (pod.status.init_container_statuses or [])
+                 if cs.state and cs.state.waiting and cs.state.waiting.reason in START_ERRORS]
+        if not stuck or any(reason in self.AT_ONCE for _, reason in stuck):
+            return problem
+        since = min(self.first_seen.setdefault((pod.metadata.name, name), now) for name, _ in stuck)
+        if now - since >= self.grace:
+            return f"{problem} (still so after {now - since:.0f}s)"
+        return None
 
 
 def unschedulable(pod: Any, now: float, grace: float) -> str | None:
@@ -215,20 +275,21 @@ def create_probe_pods(core_v1: Any, namespace: str, nodes: list[str], image: str
 
 def wait_running(core_v1: Any, namespace: str, pods: list[str], timeout: float | None = None,
                  image_options: dict[str, str] | None = None, ready: bool = False) -> dict[str, Any]:
-    """Wait until every named pod is Running (and Ready with ready=True); abort at once on a start error.
+    """Wait until every named pod is Running (and Ready with ready=True); abort on a start error (StartWatch).
 
     Returns {name: V1Pod} as last read.
     """
     __tracebackhide__ = True
     t = timeouts.get("api")
     seen: dict[str, Any] = {}
+    watch = StartWatch(start_grace(), image_options)
 
     def running():
         states = {}
         for name in pods:
             pod = core_v1.read_namespaced_pod(name, namespace, _request_timeout=t)
             seen[name] = pod
-            problem = pod_problem(pod, image_options)
+            problem = watch.check(pod, time.monotonic())
             if problem:
                 raise Never(f"pod {namespace}/{name} on {pod.spec.node_name or 'no node yet'}: {problem}")
             states[name] = pod_state(pod)
@@ -485,9 +546,9 @@ class Workloads:
         return self.core_v1.list_namespaced_pod(self.namespace, label_selector=sel,
                                                 _request_timeout=timeouts.get("api")).items
 
-    def _check_pods(self, pods: list[Any]) -> None:
+    def _check_pods(self, pods: list[Any], watch: StartWatch) -> None:
         for pod in pods:
-            problem = pod_problem(pod, self.image_options)
+            problem = watch.check(pod, time.monotonic())
             if problem:
                 raise Never(f"pod {self.namespace}/{pod.metadata.name}: {problem}")
 
@@ -495,10 +556,11 @@ class Workloads:
         """Wait until the Deployment has all replicas updated and available; fail fast on pod start errors."""
         __tracebackhide__ = True
         t = timeouts.get("api")
+        watch = StartWatch(start_grace(), self.image_options)
 
         def rolled():
             d = self.apps_v1.read_namespaced_deployment(name, self.namespace, _request_timeout=t)
-            self._check_pods(self._selected_pods(d.spec.selector.match_labels or {}))
+            self._check_pods(self._selected_pods(d.spec.selector.match_labels or {}), watch)
             want, st = d.spec.replicas or 0, d.status
             done = (st.observed_generation or 0) >= d.metadata.generation and (st.updated_replicas or 0) == want \
                 and (st.available_replicas or 0) == want
@@ -510,10 +572,11 @@ class Workloads:
         """Wait until the DaemonSet has a ready pod on every node it targets; fail fast on pod start errors."""
         __tracebackhide__ = True
         t = timeouts.get("api")
+        watch = StartWatch(start_grace(), self.image_options)
 
         def ready():
             d = self.apps_v1.read_namespaced_daemon_set(name, self.namespace, _request_timeout=t)
-            self._check_pods(self._selected_pods(d.spec.selector.match_labels or {}))
+            self._check_pods(self._selected_pods(d.spec.selector.match_labels or {}), watch)
             st = d.status
             want = st.desired_number_scheduled or 0
             done = want > 0 and (st.number_ready or 0) == want and (st.updated_number_scheduled or 0) == want

@@ -5,7 +5,7 @@ import datetime as dt
 
 from kubernetes import client
 
-from clusterproof import apps, facts
+from clusterproof import apps, facts, pods
 from clusterproof.pods import HttpResult
 
 NOW = dt.datetime(2025, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -73,6 +73,13 @@ def test_rollout_dead_ends() -> None:
     assert apps.rollout_dead_end(deployment(), [pod()]) is None
     pull = apps.rollout_dead_end(deployment(), [pod(waiting="ErrImagePull", ready=False)])
     assert pull is not None and pull.startswith("pod hello-1 on n1: container hello-python (hello:1): ErrImagePull")
+    # as the rollout waits: the pull error must last the watch's grace first
+    watch = pods.StartWatch(15.0, {"hello:1": "--hello-image"})
+    assert apps.rollout_dead_end(deployment(), [pod(waiting="ErrImagePull", ready=False)], watch, 50.0) is None
+    later = apps.rollout_dead_end(deployment(), [pod(waiting="ImagePullBackOff", ready=False)], watch, 65.0)
+    assert later is not None and later.startswith("pod hello-1 on n1: container hello-python (hello:1): "
+                                                  "ImagePullBackOff pull access denied; node n1 cannot pull image")
+    assert "--hello-image" in later and later.endswith("(still so after 15s)")
     late = deployment(conditions=[client.V1DeploymentCondition(type="Progressing", status="False",
                                                                reason="ProgressDeadlineExceeded", message="too slow")])
     assert apps.rollout_dead_end(late, []) == "deployment hello-python: too slow"

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
+import pytest
 from kubernetes import client
 
 from clusterproof import cri, facts, podns, pods, runid
 from clusterproof.verdict import Status
+from clusterproof.wait import WaitTimeout
 
 NODE_OUTPUT = """sandbox 44c28d32bb87
 pause 16023 net:[4026532324] ipc:[4026532397] uts:[4026532396] mnt:[4026532395] pid:[4026532398]
@@ -198,3 +201,79 @@ def test_pod003_needs_both_containers_and_their_namespaces() -> None:
     v = podns.judge_pause("pod ns/share-0 on n1", pause, containers, pids, ("app", "sidecar"))
     assert v.status == Status.FAIL
     assert v.rows == ("net: pause (pid 16023) 4026532324 vs sidecar (pid 16374) 4026532999",)
+
+
+# Pods as the API server returned them while the hello-python image was missing (kubelet's messages as recorded
+# on the testbed with containerd 1.7), while a container crash-looped, and after a pull that healed.
+MISSING = "docker.io/library/hello-python:missing"
+PULL_MSG = (f'rpc error: code = NotFound desc = failed to pull and unpack image "{MISSING}": failed to resolve '
+            f'reference "{MISSING}": {MISSING}: not found')
+
+
+def _recorded(reason: str | None, message: str = "", image: str = MISSING, restarts: int = 0,
+              last_exit: int | None = None) -> client.V1Pod:
+    state = (client.V1ContainerState(waiting=client.V1ContainerStateWaiting(reason=reason, message=message))
+             if reason else client.V1ContainerState(running=client.V1ContainerStateRunning()))
+    last = (client.V1ContainerState(terminated=client.V1ContainerStateTerminated(exit_code=last_exit, reason="Error"))
+            if last_exit is not None else None)
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name="hello-python-7d9c5b6f4-x2x8k", namespace="cp-apps-1"),
+        spec=client.V1PodSpec(node_name="tb-node-2", containers=[client.V1Container(name="hello-python", image=image)]),
+        status=client.V1PodStatus(phase="Pending" if reason else "Running", container_statuses=[
+            client.V1ContainerStatus(name="hello-python", image=image, image_id="", ready=False,
+                                     restart_count=restarts, state=state, last_state=last)]))
+
+
+def test_a_missing_image_fails_after_a_short_observation() -> None:
+    watch = pods.StartWatch(15.0, {MISSING: "--hello-image"})
+    assert watch.check(_recorded("ErrImagePull", PULL_MSG), 100.0) is None
+    assert watch.check(_recorded("ImagePullBackOff", f'Back-off pulling image "{MISSING}"'), 110.0) is None
+    msg = watch.check(_recorded("ImagePullBackOff", f'Back-off pulling image "{MISSING}"'), 115.0)
+    assert msg is not None
+    assert msg.startswith(f"container hello-python ({MISSING}): ImagePullBackOff Back-off pulling image")
+    assert f"node tb-node-2 cannot pull image {MISSING}" in msg
+    assert "ctr -n k8s.io images import IMAGE.tar" in msg and "or pass --hello-image" in msg
+    assert msg.endswith("(still so after 15s)")
+
+
+def test_a_pull_that_heals_is_not_a_failure() -> None:
+    watch = pods.StartWatch(15.0)
+    assert watch.check(_recorded("ErrImagePull", "i/o timeout"), 0.0) is None
+    assert watch.check(_recorded(None), 8.0) is None                    # the kubelet's retry pulled it
+    assert watch.check(_recorded("ErrImagePull", "i/o timeout"), 20.0) is None   # observed afresh
+    assert watch.check(_recorded("ErrImagePull", "i/o timeout"), 34.0) is None
+    assert watch.check(_recorded("ErrImagePull", "i/o timeout"), 35.0) is not None
+
+
+def test_start_errors_that_cannot_heal_fail_at_once_and_each_says_its_fix() -> None:
+    bad = pods.StartWatch(15.0).check(_recorded("InvalidImageName", 'invalid reference format', "Hello:Py"), 0.0)
+    assert bad is not None and "'Hello:Py' is not a valid image reference" in bad
+    never = pods.StartWatch(15.0).check(_recorded("ErrImageNeverPull", "not present with pull policy of Never"), 0.0)
+    assert never is not None and "is not on node tb-node-2 and imagePullPolicy is Never" in never
+    crash = pods.StartWatch(15.0)
+    looping = _recorded("CrashLoopBackOff", "back-off 10s restarting failed container", "hello:1", 2, 1)
+    assert crash.check(looping, 0.0) is None
+    msg = crash.check(looping, 15.0)
+    assert msg is not None and "CrashLoopBackOff" in msg and "(last exit 1, Error)" in msg
+    assert "kubectl -n cp-apps-1 logs hello-python-7d9c5b6f4-x2x8k -c hello-python --previous" in msg
+    config = pods.pod_problem(_recorded("CreateContainerConfigError", 'configmap "hello-env" not found', "hello:1"))
+    assert config is not None and "create the ConfigMap/Secret" in config
+
+
+def test_a_rollout_with_a_missing_image_stops_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """wait_running on a pod that stays in ImagePullBackOff gives up after the short grace, not the 60 s timeout."""
+
+    class Core:
+        def read_namespaced_pod(self, name, namespace, _request_timeout=None):
+            return _recorded("ImagePullBackOff", f'Back-off pulling image "{MISSING}"')
+
+    monkeypatch.setattr(pods, "START_GRACE", 1.0)
+    start = time.monotonic()
+    with pytest.raises(WaitTimeout) as exc:
+        pods.wait_running(Core(), "cp-apps-1", ["hello-python-7d9c5b6f4-x2x8k"], timeout=60,
+                          image_options={MISSING: "--hello-image"})
+    assert time.monotonic() - start < 5
+    assert str(exc.value).startswith("gave up waiting for pods hello-python-7d9c5b6f4-x2x8k in cp-apps-1 to run: pod "
+                                     "cp-apps-1/hello-python-7d9c5b6f4-x2x8k on tb-node-2: container hello-python "
+                                     f"({MISSING}): ImagePullBackOff")
+    assert "--hello-image" in str(exc.value)

@@ -62,6 +62,7 @@ class Hello:
     endpoint_ips: set[str] = field(default_factory=set)        # in both the Endpoints and the EndpointSlices
     ep_ips: set[str] = field(default_factory=set)
     slice_ips: set[str] = field(default_factory=set)
+    image_options: dict[str, str] = field(default_factory=dict)  # image -> the option that sets it
 
     @property
     def service_name(self) -> str:
@@ -116,6 +117,7 @@ def hello(namespace, core_v1, apps_v1, cluster, pytestconfig) -> Hello:
     node_port, note = _create_service(core_v1, namespace, svc)
     nodes, skipped = apps.ready_nodes(cluster.nodes)
     state = Hello(namespace, dep["metadata"]["name"], svc["metadata"]["name"], node_port, note, nodes, skipped)
+    state.image_options = {pytestconfig.getoption("hello_image"): "--hello-image"}
     image = pytestconfig.getoption("probe_image")
     for i, node in enumerate(nodes):
         for host_network, names in ((False, state.probe_pods), (True, state.host_pods)):
@@ -141,11 +143,12 @@ def _wait_rollout(core_v1, apps_v1, h: Hello) -> None:
     __tracebackhide__ = True
     t = timeouts.get("api")
     grace = timeouts.get("pod_start") / 2
+    watch = pods.StartWatch(pods.start_grace(), h.image_options)   # a missing image fails in seconds
 
     def rolled_out():
         d = apps_v1.read_namespaced_deployment(h.deployment, h.namespace, _request_timeout=t)
         plist = core_v1.list_namespaced_pod(h.namespace, label_selector=f"app={APP}", _request_timeout=t).items
-        dead = apps.rollout_dead_end(d, plist)
+        dead = apps.rollout_dead_end(d, plist, watch, time.monotonic())
         if dead:
             raise Never(dead)
         refused = next(((p, why) for p in plist if (why := pods.unschedulable(p, time.time(), grace / 3))), None)
