@@ -127,6 +127,33 @@ _CHECKS = [
           "Something (the kubelet) MUST listen on TCP port 10250 on every node.",
           "kubectl logs/exec and metrics need the kubelet's port; without it the node is unmanageable.",
           "systemctl enable --now kubelet; journalctl -u kubelet -n 50"),
+    Check("HOST-011", "host", _HOST + "test_host_kubeadm.py::test_node_name_resolves",
+          "The node's name (and its hostname) MUST resolve to an address on the node (getent hosts).",
+          "kubeadm warns and tools on the node that look up their own name (kubeadm join, some CNIs, "
+          "certificate SANs) stall on DNS timeouts or pick no address.",
+          "add '<node IP> <node name>' to /etc/hosts on the node, or a DNS record for the name",
+          severity=Severity.WARN,
+          faults=(Fault("hostname-unresolvable", node="tb-node-2"),)),
+    Check("HOST-012", "host", _HOST + "test_host_kubeadm.py::test_kubelet_enabled_at_boot",
+          "Where systemd is the node's init, kubelet.service MUST be enabled so a reboot starts it.",
+          "After a reboot the node stays NotReady until someone starts the kubelet by hand.",
+          "systemctl enable kubelet (systemctl unmask kubelet first if it is masked)",
+          severity=Severity.WARN),
+    Check("HOST-013", "host", _HOST + "test_host_kubeadm.py::test_no_cgroup_v1_under_new_kubelet",
+          "A node whose kubelet is v1.35 or newer MUST run on cgroup v2 (/sys/fs/cgroup a cgroup2fs).",
+          "From v1.35 the kubelet refuses to start on cgroup v1 unless failCgroupV1 is false, and cgroup v1 "
+          "support is on its way out: the next kubelet upgrade can leave the node down.",
+          "boot the node with cgroup v2 (systemd.unified_cgroup_hierarchy=1, or an OS release that defaults to it)",
+          severity=Severity.WARN),
+    Check("HOST-014", "host", _HOST + "test_host_kubeadm.py::test_cgroup_drivers_agree",
+          "The kubelet's cgroupDriver MUST equal the container runtime's (containerd SystemdCgroup, or the "
+          "runtime's CRI RuntimeConfig answer).",
+          "With two cgroup managers new pods fail to start (runc: cgroupsPath not of the driver's format) or the "
+          "node turns unstable under resource pressure.",
+          "use one driver for both (systemd where systemd is init): containerd's SystemdCgroup and the kubelet's "
+          "cgroupDriver, then restart both",
+          severity=Severity.WARN, depends_on=("CRI-001",),
+          faults=(Fault("cgroup-driver-mismatch", node="tb-node-1"),)),
     # ------------------------------------------------------------------ runtime
     Check("CRI-001", "runtime", "suites/runtime/test_cri.py::test_cri_socket_is_a_socket",
           "The node's CRI socket (kubeadm's cri-socket annotation, else a known runtime path) MUST exist and be a "

@@ -162,6 +162,7 @@ class RunResult:
     areas: list[AreaResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)     # why the machinery could not finish (INCOMPLETE)
     compare: dict[str, Any] | None = None
+    strict: bool = False    # --strict: a warning fails the sign-off too
 
     # -- building
     def add(self, check_id: str | None, area: str, target: TargetResult) -> CheckResult:
@@ -281,6 +282,8 @@ class RunResult:
             return "INCOMPLETE", "no check ran to a verdict"
         skipped = sum(t.outcome == Outcome.SKIPPED for t in targets)
         warned = sum(t.outcome == Outcome.WARNED for t in targets)
+        if warned and self.strict:
+            return "FAIL", f"{warned} check{'s' if warned != 1 else ''} warned (--strict: a warning fails the sign-off)"
         extra = [f"{n} {what}" for n, what in ((warned, "warned"), (skipped, "skipped")) if n]
         return "PASS", "no check failed" + (f" ({', '.join(extra)}, listed below)" if extra else "")
 
@@ -298,14 +301,14 @@ class RunResult:
                       for n in names},
             "checks": [{"id": c.id, "area": c.area, "must": c.must, "severity": c.severity,
                         **t.to_dict()} for c, t in self.leaves()],
-            "compare": self.compare,
+            "compare": self.compare, "strict": self.strict,
         }
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> RunResult:
         run = cls(doc.get("run") or "", doc.get("started") or "", doc.get("finished") or "", doc.get("exitstatus"),
                   doc.get("suite_version") or "", doc.get("fingerprint") or {}, [], list(doc.get("notes") or []),
-                  doc.get("compare"))
+                  doc.get("compare"), bool(doc.get("strict")))
         for leaf in doc.get("checks") or []:
             c = run.add(leaf.get("id"), leaf.get("area") or "other", TargetResult.from_dict(leaf))
             # what the document said wins, even where the catalog changed since

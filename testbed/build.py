@@ -16,7 +16,8 @@ from pathlib import Path
 from .errors import TestbedError
 from .paths import COREDNS_VERSION, CRICTL_VERSION, GO_CACHE, LOCAL_PATH_VERSION, bin_dir, go_env
 
-KUBE_CMDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"]
+KUBE_CMDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl",
+             "kubeadm"]  # kubeadm: only for tests/test_kubeadm_preflight.py (the suite against its preflight)
 ALL_BINARIES = KUBE_CMDS + ["etcd", "crictl", "coredns", "local-path-provisioner"]
 VERSION_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
 

@@ -10,7 +10,11 @@ PAUSE_IMAGE = "localhost/clusterproof/pause:1"
 COREDNS_IMAGE = "localhost/clusterproof/coredns:1"
 
 
-def containerd_toml() -> str:
+def containerd_toml(systemd_cgroup: bool = False) -> str:
+    """containerd's config; systemd_cgroup (the cgroup-driver-mismatch fault) sets runc's SystemdCgroup, which the
+    kubelet's cgroupDriver: cgroupfs does not match."""
+    options = ('\n    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]\n'
+               '      SystemdCgroup = true') if systemd_cgroup else ""
     return f"""version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
@@ -28,7 +32,7 @@ state = "/run/containerd"
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
+      runtime_type = "io.containerd.runc.v2"{options}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "/etc/cni/net.d"

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from . import configs, net, proc
@@ -21,7 +22,7 @@ from .errors import TestbedError
 from .kube import apiserver_ready, coredns_available, http_ok, kubectl, node_pod_cidrs, wait
 from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_proxy, write_cni
 from .paths import STATE, bin_dir
-from .state import bind_source, current_version, find_node, nodes
+from .state import bind_source, current_version, find_node, node_dir, nodes
 
 FILE = STATE / "faults.json"
 TAINT = "clusterproof.io/fault"
@@ -207,6 +208,51 @@ def _gpu_start(node: net.Node, saved: str | None) -> None:
     start_gpu_plugin(node)
 
 
+# ------------------------------------------------------------ what kubeadm preflight warns about (HOST-011..014)
+
+def _hosts_without_name(node: net.Node, value: str | None) -> None:
+    """The node's own name gone from what it resolves: an /etc/hosts without it bound over the node's one (the
+    machine's DNS does not know the testbed's names either), as on a node installed without a hosts entry."""
+    from .node import node_hosts
+
+    fake = node_dir(node) / "fault-hosts"
+    fake.write_text(node_hosts(node, with_name=False))
+    r = subprocess.run([*node_exec(node), "mount", "--bind", "-o", "ro", str(fake), "/etc/hosts"],
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise TestbedError(f"covering /etc/hosts on {node.name}: {r.stderr.strip()}", code=6)
+
+
+def _hosts_restore(node: net.Node, saved: str | None) -> None:
+    from .node import holder_pid
+
+    pid = holder_pid(node)
+    if pid is None:
+        return  # the node is down: its mount namespace, and the bind with it, are gone
+    # Only the fault's own bind comes off: the node's /etc/hosts bind stays under it.
+    if "fault-hosts" in Path(f"/proc/{pid}/mountinfo").read_text():
+        subprocess.run([*node_exec(node), "umount", "/etc/hosts"], capture_output=True, check=False)
+    (node_dir(node) / "fault-hosts").unlink(missing_ok=True)
+
+
+def _cgroup_driver_mismatch(node: net.Node, value: str | None) -> str:
+    """containerd restarted with runc's SystemdCgroup = true while the kubelet keeps cgroupDriver: cgroupfs: the
+    real mismatch. Running pods keep running (their shims stay); new pods on the node fail to start (runc: cgroupsPath
+    not of the "slice:prefix:name" form), as they do on a real node with this mismatch."""
+    conf = node_dir(node) / "containerd.toml"
+    old = conf.read_text()
+    conf.write_text(configs.containerd_toml(systemd_cgroup=True))
+    proc.stop(f"{node.name}-containerd", timeout=10)
+    start_containerd(node)
+    return old
+
+
+def _cgroup_driver_restore(node: net.Node, saved: str | None) -> None:
+    (node_dir(node) / "containerd.toml").write_text(saved or configs.containerd_toml())
+    proc.stop(f"{node.name}-containerd", timeout=10)
+    start_containerd(node)
+
+
 FAULTS: dict[str, _Fault] = {
     "runtime-stop": _Fault("stop containerd on a node", _runtime_stop, _runtime_start),
     "runtime-freeze": _Fault("freeze containerd on a node (SIGSTOP: its socket stays, nothing answers)",
@@ -222,6 +268,11 @@ FAULTS: dict[str, _Fault] = {
     "fstab-swap": _Fault("add an active swap entry to a node's /etc/fstab", _fstab_swap, _fstab_restore),
     "taint": _Fault("taint a node NoSchedule (all nodes without --node)", _taint, _untaint, "all-nodes"),
     "gpu-plugin-stop": _Fault("stop the fake GPU device plugin", _gpu_stop, _gpu_start, "last-node"),
+    "hostname-unresolvable": _Fault("bind an /etc/hosts without the node's name over the node's (kubeadm's Hostname "
+                                    "warning)", _hosts_without_name, _hosts_restore),
+    "cgroup-driver-mismatch": _Fault("restart a node's containerd with SystemdCgroup = true (the kubelet keeps "
+                                     "cgroupfs): new pods there fail to start", _cgroup_driver_mismatch,
+                                     _cgroup_driver_restore),
 }
 
 

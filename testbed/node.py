@@ -27,6 +27,7 @@ from .state import (
     created_dirs,
     current_version,
     node_dir,
+    nodes,
     save_created_dirs,
 )
 
@@ -36,7 +37,7 @@ NODE_BINDS = ["/etc/cni/net.d", "/etc/sysctl.d", "/etc/modules-load.d", "/var/li
               "/var/lib/cni",  # host-local IPAM state: shared, both nodes' allocators reused IPs at once
               storage.VOLUME_ROOT]  # local-path-provisioner's volumes: on the node's own "disk"
 NODE_TOOLS = ["crictl", "kubelet", "kubectl"]  # on the node's PATH, as a kubeadm install leaves them
-NODE_FILE_BINDS = ["/etc/fstab"]
+NODE_FILE_BINDS = ["/etc/fstab", "/etc/hosts"]  # /etc/hosts: the machine's, plus the node's own name (node_hosts)
 # The checkout holding this package: the GPU plugin runs as `python -m testbed.gpu_plugin` from there.
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +65,7 @@ def prepare_node_fs(node: net.Node) -> None:
     fstab = bind_source(node, "/etc/fstab")
     if not fstab.exists():
         fstab.write_text(Path("/etc/fstab").read_text() if Path("/etc/fstab").exists() else "")
+    _write_file_binds(node)
     sysctl = bind_source(node, "/etc/sysctl.d") / "99-kubernetes.conf"
     if not sysctl.exists():
         sysctl.write_text(configs.SYSCTL_CONF)
@@ -100,19 +102,38 @@ def ensure_binds(node: net.Node) -> list[str]:
         return []
     added = []
     created = created_dirs()
-    for target in NODE_BINDS:
+    _write_file_binds(node)
+    for target in NODE_BINDS + NODE_FILE_BINDS:
         if target in mounted:
             continue
         src = bind_source(node, target)
-        src.mkdir(parents=True, exist_ok=True)
-        if not Path(target).exists():
-            Path(target).mkdir(parents=True)
-            created.append(target)
+        if target in NODE_BINDS:
+            src.mkdir(parents=True, exist_ok=True)
+            if not Path(target).exists():
+                Path(target).mkdir(parents=True)
+                created.append(target)
+        elif not Path(target).exists():
+            continue  # a file bind needs the machine's file to bind over
         subprocess.run([*node_exec(node), "mount", "--bind", str(src), target], check=True, capture_output=True,
                        timeout=10)
         added.append(target)
     save_created_dirs(created)
     return added
+
+
+def node_hosts(node: net.Node, with_name: bool = True) -> str:
+    """The node's /etc/hosts: the machine's without the node names, then (with_name) `IP NAME` for this node, so
+    the node resolves its own name as a kubeadm-installed node does (kubeadm's Hostname check, HOST-011)."""
+    names = {n.name for n in nodes()}
+    machine = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else "127.0.0.1 localhost\n"
+    keep = [ln for ln in machine.splitlines() if not names & set(ln.split("#", 1)[0].split()[1:])]
+    return "\n".join(keep) + "\n" + (f"{node.ip}\t{node.name}\n" if with_name else "")
+
+
+def _write_file_binds(node: net.Node) -> None:
+    hosts = bind_source(node, "/etc/hosts")
+    if not hosts.exists():
+        hosts.write_text(node_hosts(node))
 
 
 def holder_pid(node: net.Node) -> int | None:

@@ -54,6 +54,8 @@ def test_fault_fails_its_owners_and_nothing_undeclared(testbed, testbed_api, fau
                 matrix.read(run, matrix.run_suite(testbed_api.kubeconfig(), testbed_api.ssh_key(), Path(tmp), 2))
         finally:
             matrix.wait_healed()
-    assert run.sign_off == "FAIL", run.outcomes
+    # a WARN-severity owner warns: that fails the sign-off only under --strict
+    warn_only = all(catalog.get(o).severity == catalog.Severity.WARN for o in run.owners)
+    assert run.sign_off == ("PASS" if warn_only and not run.unexpected else "FAIL"), run.outcomes
     assert sorted(set(run.owners) - set(run.failed)) == [], f"owners that did not fail: {run.outcomes}"
     assert run.unexpected == [], {k: run.failed[k] for k in run.unexpected}
