@@ -412,7 +412,9 @@ def gather_cidr_sources(api_client: Any, nodes: Iterable[Any]) -> tuple[dict[str
         if sub:
             sources["kubeadm-config podSubnet"] = sub
     except ApiException as exc:
-        ev.append(f"kube-system/kubeadm-config: {exc.status} {exc.reason} (not a kubeadm cluster?)")
+        if exc.status != 404:  # a 403 or 5xx is not "no such source": the check cannot judge without it
+            raise
+        ev.append("kube-system/kubeadm-config: 404 Not Found (not a kubeadm cluster)")
     cm_pods = core.list_namespaced_pod("kube-system", label_selector="component=kube-controller-manager",
                                        _request_timeout=t).items
     ccidr = controller_manager_cidr(cm_pods)
@@ -426,7 +428,9 @@ def gather_cidr_sources(api_client: Any, nodes: Iterable[Any]) -> tuple[dict[str
             resp = cast(dict[str, Any], custom.list_cluster_custom_object(group, version, "ippools",
                                                                            _request_timeout=t))
             pools = resp["items"]
-        except ApiException:
+        except ApiException as exc:
+            if exc.status != 404:  # 404: that API group is not served (no Calico); anything else is an error
+                raise
             continue
         cidrs = calico_pools(pools)
         ev.append(f"Calico IPPools ({group}/{version}): {cidrs}")

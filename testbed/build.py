@@ -143,3 +143,26 @@ def build(version: str, log: Path, echo=print) -> float:
     if len(todo) == len(ALL_BINARIES):
         (out / ".cold-build-seconds").write_text(f"{took:.1f}\n")
     return took
+
+
+def stamped_kubelet(version: str, stamp: str, log: Path) -> Path:
+    """This release's kubelet linked with another version stamp (what it reports as status.nodeInfo.kubeletVersion).
+
+    The same source, only the link step redone from the Go build cache; used by the kubelet-version fault to
+    stand for a kubelet upgraded ahead of its control plane. Cached next to the release's binaries.
+    """
+    if not VERSION_RE.match(stamp):
+        raise TestbedError(f"version stamp {stamp!r} is not like v1.36.0", code=2)
+    out = bin_dir(version) / f"kubelet-as-{stamp}"
+    if out.is_file():
+        return out
+    work = GO_CACHE / "wrappers" / f"kubernetes-{version}"
+    if not (work / "go.mod").is_file():
+        raise TestbedError(f"no build folder for Kubernetes {version} ({work}); run python -m testbed up", code=5)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    r = _go(["build", "-trimpath", "-ldflags", _ldflags(stamp), "-o", str(out) + ".tmp",
+             "k8s.io/kubernetes/cmd/kubelet"], work, log, timeout=1800)
+    if r.returncode != 0:
+        raise TestbedError(f"linking a kubelet stamped {stamp} failed; see {log}", code=5)
+    Path(str(out) + ".tmp").rename(out)
+    return out

@@ -20,9 +20,9 @@ from typing import Any, Literal
 from . import configs, net, proc
 from .errors import TestbedError
 from .kube import apiserver_ready, coredns_available, http_ok, kubectl, node_pod_cidrs, wait
-from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_proxy, write_cni
+from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_proxy, start_kubelet, write_cni
 from .paths import STATE, bin_dir
-from .state import bind_source, current_version, find_node, node_dir, nodes
+from .state import bind_source, containerd_address, current_version, find_node, node_dir, nodes
 
 FILE = STATE / "faults.json"
 TAINT = "clusterproof.io/fault"
@@ -208,6 +208,325 @@ def _gpu_start(node: net.Node, saved: str | None) -> None:
     start_gpu_plugin(node)
 
 
+# ------------------------------------------------------------ host, kubelet and cluster-config faults
+
+_GPU_ALLOCATABLE = "{.status.allocatable.nvidia\\.com/gpu}"
+
+
+def _restart_kubelet(node: net.Node, exe: Any = None, extra: tuple[str, ...] = ()) -> None:
+    """Restart the node's kubelet and wait for its steady state: healthy, and the device plugins registered
+    again (a restarted kubelet advertises no GPU until its plugins re-register and the next status update)."""
+    import datetime as dt
+
+    gpus = _node_field(node, _GPU_ALLOCATABLE)
+    proc.stop(f"{node.name}-kubelet", timeout=15)
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    start_kubelet(node, current_version(), exe, extra)
+    wait(f"kubelet on {node.name}", lambda: http_ok(f"http://{node.ip}:10248/healthz"), 60,
+         logs=(f"{node.name}-kubelet",))
+
+    def reported() -> bool:  # a status written by the new kubelet, showing the GPUs it had before
+        beat = _node_field(node, '{.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}')
+        fresh = bool(beat) and dt.datetime.fromisoformat(beat.replace("Z", "+00:00")) > started
+        return fresh and (gpus in ("", "0") or _node_field(node, _GPU_ALLOCATABLE) == gpus)
+
+    wait(f"{node.name}'s status from the restarted kubelet", reported, 60, 1)
+
+
+def _node_field(node: net.Node, jsonpath: str) -> str:
+    return kubectl("get", "node", node.name, "-o", f"jsonpath={jsonpath}", check=False).stdout.strip()
+
+
+def _wait_node_field(node: net.Node, jsonpath: str, want: str, timeout: float = 90) -> None:
+    wait(f"{node.name} {jsonpath} = {want}", lambda: _node_field(node, jsonpath) == want, timeout, 1)
+
+
+def _swap_on(node: None, value: str | None) -> None:
+    """Real swap: a swap file on the machine's kernel, so every node (one kernel) has swap on."""
+    img = STATE / "fault-swap.img"
+    subprocess.run(["swapoff", str(img)], capture_output=True, check=False)
+    img.unlink(missing_ok=True)
+    with img.open("wb") as fh:  # written out: swapon refuses a sparse file
+        for _ in range(32):
+            fh.write(bytes(1 << 20))
+    img.chmod(0o600)
+    for cmd in (["mkswap", str(img)], ["swapon", str(img)]):
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise TestbedError(f"{' '.join(cmd)}: {r.stderr.strip() or r.returncode}", code=6)
+
+
+def _swap_off(node: None, saved: str | None) -> None:
+    img = STATE / "fault-swap.img"
+    subprocess.run(["swapoff", str(img)], capture_output=True, check=False)
+    img.unlink(missing_ok=True)
+
+
+def _modules_load_remove(node: net.Node, value: str | None) -> str | None:
+    f = bind_source(node, "/etc/modules-load.d") / "k8s.conf"
+    text = f.read_text() if f.exists() else None
+    f.unlink(missing_ok=True)
+    return text
+
+
+def _modules_load_restore(node: net.Node, saved: str | None) -> None:
+    (bind_source(node, "/etc/modules-load.d") / "k8s.conf").write_text(saved or "overlay\nbr_netfilter\n")
+
+
+# What the node must not see for br_netfilter to look unloaded: the nodes share the machine's kernel, so the
+# module cannot be unloaded for one node; its traces are covered in that node's mount namespace instead.
+_MODULE_TRACES = ("/proc/modules", "/sys/module/br_netfilter", "/proc/sys/net/bridge")
+
+
+def _module_hide(node: net.Node, value: str | None) -> None:
+    hide = node_dir(node) / "fault-module-hide"
+    (hide / "empty").mkdir(parents=True, exist_ok=True)
+    modules = Path("/proc/modules")
+    mods = [ln for ln in (modules.read_text().splitlines() if modules.exists() else [])
+            if not ln.startswith("br_netfilter ")]
+    (hide / "modules").write_text("".join(ln + "\n" for ln in mods))
+    for target in _MODULE_TRACES:
+        src = hide / ("modules" if target == "/proc/modules" else "empty")
+        if subprocess.run([*node_exec(node), "test", "-e", target], check=False).returncode != 0:
+            continue
+        r = subprocess.run([*node_exec(node), "mount", "--bind", "-o", "ro", str(src), target],
+                           capture_output=True, text=True, check=False)
+        if r.returncode != 0:
+            raise TestbedError(f"hiding {target} on {node.name}: {r.stderr.strip()}", code=6)
+
+
+def _module_show(node: net.Node, saved: str | None) -> None:
+    for target in _MODULE_TRACES:
+        while subprocess.run([*node_exec(node), "umount", target], capture_output=True, check=False).returncode == 0:
+            pass
+
+
+def _tool_hide(node: net.Node, value: str | None) -> str:
+    """Cover one binary kubeadm requires (nsenter unless --value names another) with an empty, non-executable file."""
+    tool = value or "nsenter"
+    r = subprocess.run([*node_exec(node), "sh", "-c", f"command -v {shlex.quote(tool)}"], capture_output=True,
+                       text=True, check=False)
+    path = r.stdout.strip()
+    if r.returncode != 0 or not path.startswith("/"):
+        raise TestbedError(f"{tool} is not on {node.name}'s PATH", code=2)
+    empty = node_dir(node) / "fault-empty-file"
+    empty.write_text("")
+    empty.chmod(0o644)
+    r = subprocess.run([*node_exec(node), "mount", "--bind", str(empty), path], capture_output=True, text=True,
+                       check=False)
+    if r.returncode != 0:
+        raise TestbedError(f"covering {path} on {node.name}: {r.stderr.strip()}", code=6)
+    return path
+
+
+def _tool_show(node: net.Node, saved: str | None) -> None:
+    if saved:
+        subprocess.run([*node_exec(node), "umount", saved], capture_output=True, check=False)
+
+
+def _kubelet_port(node: net.Node, value: str | None) -> None:
+    """The kubelet moved off 10250 (--port): the node stays Ready, the API server follows its new port."""
+    port = value or "10350"
+    if not port.isdigit():
+        raise TestbedError(f"the kubelet-port fault needs a port number, not {port!r}", code=2)
+    _restart_kubelet(node, extra=(f"--port={port}",))
+    _wait_node_field(node, "{.status.daemonEndpoints.kubeletEndpoint.Port}", port)
+
+
+def _kubelet_default(node: net.Node, saved: str | None) -> None:
+    _restart_kubelet(node)
+
+
+def _kubelet_version(node: net.Node, value: str | None) -> None:
+    """A kubelet ahead of its control plane, as after upgrading a node's packages first: this release's kubelet
+    linked with the version stamp --value (v1.36.0 unless given)."""
+    from .build import stamped_kubelet
+    from .paths import CACHE
+
+    stamp = value or "v1.36.0"
+    exe = stamped_kubelet(current_version(), stamp, CACHE / "logs" / f"build-{current_version()}.log")
+    _restart_kubelet(node, exe=exe)
+    _wait_node_field(node, "{.status.nodeInfo.kubeletVersion}", stamp)
+
+
+def _kubelet_version_restore(node: net.Node, saved: str | None) -> None:
+    _restart_kubelet(node)
+    _wait_node_field(node, "{.status.nodeInfo.kubeletVersion}", current_version())
+
+
+def _memory_pressure(node: net.Node, value: str | None) -> None:
+    """MemoryPressure=True with nothing evicted: a soft eviction threshold every node meets, with a day's grace.
+    (The kubelet reports a pressure condition as soon as a threshold is met; it evicts only after the grace.)"""
+    _restart_kubelet(node, extra=("--eviction-soft=memory.available<1000Ti",
+                                  "--eviction-soft-grace-period=memory.available=24h"))
+    _wait_node_field(node, '{.status.conditions[?(@.type=="MemoryPressure")].status}', "True")
+
+
+def _memory_pressure_heal(node: net.Node, saved: str | None) -> None:
+    _restart_kubelet(node)
+    _wait_node_field(node, '{.status.conditions[?(@.type=="MemoryPressure")].status}', "False")
+    wait(f"memory-pressure taint off {node.name}",
+         lambda: "memory-pressure" not in _node_field(node, "{.spec.taints}"), 60, 1)
+
+
+_KUBEADM_CONFIG = """apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: {version}
+networking:
+  podSubnet: {subnet}
+  serviceSubnet: {services}
+"""
+
+
+def _kubeadm_config_cidr(node: None, value: str | None) -> str:
+    """kube-system/kubeadm-config naming a podSubnet the nodes' ranges are not in (--value, 198.19.128.0/18)."""
+    subnet = value or "198.19.128.0/18"
+    old = kubectl("-n", "kube-system", "get", "configmap", "kubeadm-config", "-o", "json", check=False)
+    if old.returncode == 0:
+        raise TestbedError("kube-system/kubeadm-config exists; this fault only creates one", code=6)
+    text = _KUBEADM_CONFIG.format(version=current_version(), subnet=subnet, services=net.SERVICE_CIDR)
+    kubectl("-n", "kube-system", "create", "configmap", "kubeadm-config", f"--from-literal=ClusterConfiguration={text}")
+    return "created"
+
+
+def _kubeadm_config_delete(node: None, saved: str | None) -> None:
+    kubectl("-n", "kube-system", "delete", "configmap", "kubeadm-config", "--ignore-not-found")
+
+
+FAULT_NS = "tb-fault"
+_OUTSIDE_CONF = "00-fault-outside.conflist"
+
+
+def _pod_outside_cidr(node: net.Node, value: str | None) -> str:
+    """A pod whose IP lies outside the pod CIDR, as a node whose IPAM range was wrong when it started leaves one:
+    a CNI config with another range is put first on the node, a pod started there, the config removed again."""
+    subnet = value or "198.19.100.0/24"
+    conf = bind_source(node, "/etc/cni/net.d") / _OUTSIDE_CONF
+    conf.write_text(json.dumps({
+        "cniVersion": "0.4.0", "name": "tb-fault-outside",
+        "plugins": [{"type": "bridge", "bridge": "cni-fault", "isGateway": True, "ipMasq": False,
+                     "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]]}}]}))
+    try:
+        kubectl("create", "namespace", FAULT_NS, check=False)
+        ip = ""
+        for _ in range(10):
+            time.sleep(2)  # containerd reloads /etc/cni/net.d on change
+            pod = json.dumps({"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {"name": "outside-cidr", "namespace": FAULT_NS},
+                              "spec": {"nodeName": node.name, "terminationGracePeriodSeconds": 0,
+                                       "containers": [{"name": "pause", "image": configs.PAUSE_IMAGE,
+                                                       "imagePullPolicy": "Never"}]}})
+            kubectl("apply", "-f", "-", input=pod)
+            wait("the outside-cidr pod's IP", lambda: bool(kubectl(
+                "-n", FAULT_NS, "get", "pod", "outside-cidr", "-o", "jsonpath={.status.podIP}").stdout.strip()), 60, 1)
+            ip = kubectl("-n", FAULT_NS, "get", "pod", "outside-cidr", "-o", "jsonpath={.status.podIP}").stdout.strip()
+            if ip.startswith(subnet.rsplit(".", 1)[0] + "."):
+                break
+            kubectl("-n", FAULT_NS, "delete", "pod", "outside-cidr", "--wait=true")
+        else:
+            raise TestbedError(f"{node.name}'s runtime never used the outside range {subnet} (last IP {ip})", code=6)
+    finally:
+        conf.unlink(missing_ok=True)
+    return subnet
+
+
+def _pod_outside_heal(node: net.Node, saved: str | None) -> None:
+    kubectl("delete", "namespace", FAULT_NS, "--ignore-not-found", "--wait=true", timeout=120)
+    (bind_source(node, "/etc/cni/net.d") / _OUTSIDE_CONF).unlink(missing_ok=True)
+    net.in_ns(node, "ip", "link", "del", "cni-fault", check=False)
+    ipam = bind_source(node, "/var/lib/cni") / "networks" / "tb-fault-outside"
+    if ipam.is_dir():
+        for f in ipam.iterdir():
+            f.unlink()
+        ipam.rmdir()
+
+
+def _app_image_remove(node: net.Node, value: str | None) -> None:
+    """The course app's image missing from the node (never imported, or garbage-collected): its pods cannot start."""
+    from .images import HELLO
+
+    subprocess.run(["ctr", "-n", "k8s.io", "--address", containerd_address(node), "images", "rm", HELLO],
+                   capture_output=True, check=False, timeout=60)
+
+
+def _app_image_restore(node: net.Node, saved: str | None) -> None:
+    from . import images
+
+    tars = images.build_images(bin_dir(current_version()), echo=lambda *_: None)
+    images.import_images(containerd_address(node), {images.HELLO: tars[images.HELLO]})
+
+
+_CRI_ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket"
+
+
+def _cri_socket_dockershim(node: net.Node, value: str | None) -> str:
+    """kubeadm's cri-socket annotation still naming dockershim, as a cluster upgraded past 1.24 without fixing it
+    keeps it (kubeadm upgrade and join read it)."""
+    old = _node_field(node, "{.metadata.annotations.kubeadm\\.alpha\\.kubernetes\\.io/cri-socket}")
+    kubectl("annotate", "node", node.name, "--overwrite", f"{_CRI_ANNOTATION}={value or 'unix:///var/run/dockershim.sock'}")
+    return old
+
+
+def _cri_socket_restore(node: net.Node, saved: str | None) -> None:
+    if saved:
+        kubectl("annotate", "node", node.name, "--overwrite", f"{_CRI_ANNOTATION}={saved}")
+    else:
+        kubectl("annotate", "node", node.name, f"{_CRI_ANNOTATION}-", check=False)
+
+
+# A runc in front of the real one that drops the pod's namespaces (--value: ipc,pid or uts) from every app
+# container's spec before creating it: a runtime that breaks the pod model, the way a custom OCI runtime can.
+_RUNC_UNSHARE = """#!/usr/bin/python3
+import json, os, sys
+KINDS = set({kinds!r})
+args = sys.argv[1:]
+if "create" in args or "run" in args:
+    bundle = next((args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--bundle", "-b")), ".")
+    path = os.path.join(bundle, "config.json")
+    with open(path) as fh:
+        spec = json.load(fh)
+    if spec.get("annotations", {{}}).get("io.kubernetes.cri.container-type") == "container":
+        for ns in spec.get("linux", {{}}).get("namespaces", []):
+            if ns.get("type") in KINDS:
+                ns.pop("path", None)
+        with open(path, "w") as fh:
+            json.dump(spec, fh)
+os.execv({runc!r}, ["runc", *args])
+"""
+
+
+def _runtime_unshare(node: net.Node, value: str | None) -> str:
+    import shutil
+
+    kinds = [k.strip() for k in (value or "ipc,pid").split(",") if k.strip()]
+    bad = [k for k in kinds if k not in ("ipc", "pid", "uts")]
+    if bad or not kinds:
+        raise TestbedError(f"runtime-unshare takes ipc, pid and/or uts, not {value!r}", code=2)
+    runc = shutil.which("runc")
+    if runc is None:
+        raise TestbedError("runc is not on PATH", code=6)
+    wrapper = node_dir(node) / "runc-unshare"
+    wrapper.write_text(_RUNC_UNSHARE.format(kinds=sorted(kinds), runc=runc))
+    wrapper.chmod(0o755)
+    conf = node_dir(node) / "containerd.toml"
+    old = conf.read_text()
+    table = '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]'
+    if table not in old:
+        raise TestbedError(f"{conf} has no runc runtime table", code=6)
+    conf.write_text(old.rstrip("\n") + f'\n{table[:-1]}.options]\n  BinaryName = "{wrapper}"\n')
+    proc.stop(f"{node.name}-containerd", timeout=10)
+    start_containerd(node)
+    return old
+
+
+def _runtime_unshare_heal(node: net.Node, saved: str | None) -> None:
+    if saved:
+        (node_dir(node) / "containerd.toml").write_text(saved)
+    proc.stop(f"{node.name}-containerd", timeout=10)
+    start_containerd(node)
+    (node_dir(node) / "runc-unshare").unlink(missing_ok=True)
+
+
 # ------------------------------------------------------------ what kubeadm preflight warns about (HOST-011..014)
 
 def _hosts_without_name(node: net.Node, value: str | None) -> None:
@@ -253,6 +572,45 @@ def _cgroup_driver_restore(node: net.Node, saved: str | None) -> None:
     start_containerd(node)
 
 
+# The course app broken the way its users break it, applied with kubectl to whatever hello-python a suite run
+# deploys (the checks create it in their own namespace): a watcher patches each one as soon as it appears.
+_APP_PATCHES = {
+    "selector": ("service", "hello-python-service",
+                 '{"spec":{"selector":{"app":"hello-python-matches-nothing"}}}'),
+    "unready": ("deployment", "hello-python",
+                '{"spec":{"template":{"spec":{"containers":[{"name":"hello-python","readinessProbe":'
+                '{"httpGet":{"path":"/clusterproof-never-ready","port":5000}}}]}}}}'),
+}
+
+
+def _app_watcher(kind: str) -> str:
+    return f"app-fault-{kind}"
+
+
+def _app_break(node: None, value: str | None) -> str:
+    kind = value or "selector"
+    if kind not in _APP_PATCHES:
+        raise TestbedError(f"app-break takes {' or '.join(_APP_PATCHES)}, not {kind!r}", code=2)
+    resource, name, patch = _APP_PATCHES[kind]
+    exe = bin_dir(current_version()) / "kubectl"
+    from .state import ADMIN_KUBECONFIG
+
+    k = f"{shlex.quote(str(exe))} --kubeconfig {shlex.quote(str(ADMIN_KUBECONFIG))}"
+    mark = f"clusterproof.io/testbed-fault={kind}"
+    # Every 0.3 s: each suite-owned namespace's object not yet marked gets the patch and the mark.
+    script = (f"while :; do for ns in $({k} get {resource} -A -l clusterproof.io/owned=true,"
+              f"'!clusterproof.io/testbed-fault' --field-selector metadata.name={name} "
+              "-o jsonpath='{.items[*].metadata.namespace}' 2>/dev/null); do "
+              f"{k} -n $ns patch {resource} {name} -p {shlex.quote(patch)} >/dev/null 2>&1 && "
+              f"{k} -n $ns label {resource} {name} {mark} >/dev/null 2>&1; done; sleep 0.3; done")
+    proc.start(_app_watcher(kind), ["sh", "-c", script])
+    return kind
+
+
+def _app_heal(node: None, saved: str | None) -> None:
+    proc.stop(_app_watcher(saved or "selector"), timeout=5)
+
+
 FAULTS: dict[str, _Fault] = {
     "runtime-stop": _Fault("stop containerd on a node", _runtime_stop, _runtime_start),
     "runtime-freeze": _Fault("freeze containerd on a node (SIGSTOP: its socket stays, nothing answers)",
@@ -268,6 +626,33 @@ FAULTS: dict[str, _Fault] = {
     "fstab-swap": _Fault("add an active swap entry to a node's /etc/fstab", _fstab_swap, _fstab_restore),
     "taint": _Fault("taint a node NoSchedule (all nodes without --node)", _taint, _untaint, "all-nodes"),
     "gpu-plugin-stop": _Fault("stop the fake GPU device plugin", _gpu_stop, _gpu_start, "last-node"),
+    "swap-on": _Fault("turn swap on (a swap file on the machine's one kernel: every node has swap)", _swap_on,
+                      _swap_off, "cluster"),
+    "modules-load-remove": _Fault("remove /etc/modules-load.d/k8s.conf (br_netfilter not loaded at boot)",
+                                  _modules_load_remove, _modules_load_restore),
+    "module-hide": _Fault("make br_netfilter look unloaded on a node (its /proc/modules, /sys/module and "
+                          "/proc/sys/net/bridge covered in the node's mount namespace)", _module_hide, _module_show),
+    "tool-hide": _Fault("cover a binary kubeadm requires with an empty file (--value, nsenter)", _tool_hide,
+                        _tool_show),
+    "kubelet-port": _Fault("restart a node's kubelet on another port (--value, 10350)", _kubelet_port,
+                           _kubelet_default),
+    "kubelet-version": _Fault("run a kubelet stamped with a newer version (--value, v1.36.0)", _kubelet_version,
+                              _kubelet_version_restore),
+    "memory-pressure": _Fault("a node reports MemoryPressure (a soft eviction threshold met, evicting nothing)",
+                              _memory_pressure, _memory_pressure_heal),
+    "kubeadm-config-cidr": _Fault("create kube-system/kubeadm-config with another podSubnet (--value)",
+                                  _kubeadm_config_cidr, _kubeadm_config_delete, "cluster"),
+    "pod-outside-cidr": _Fault("start a pod on a node with an IP outside the pod CIDR", _pod_outside_cidr,
+                               _pod_outside_heal),
+    "cri-socket-dockershim": _Fault("annotate a node's kubeadm cri-socket as dockershim (--value another socket)",
+                                    _cri_socket_dockershim, _cri_socket_restore),
+    "runtime-unshare": _Fault("containerd on a node creates app containers outside the pod's namespaces "
+                              "(--value ipc,pid or uts)", _runtime_unshare, _runtime_unshare_heal),
+    "app-break": _Fault("break every hello-python a suite deploys, as it appears (--value selector: its Service "
+                        "selects nothing; unready: its readiness probe path does not exist)", _app_break, _app_heal,
+                        "cluster"),
+    "app-image-remove": _Fault("remove the hello-python image from every node's containerd", _app_image_remove,
+                               _app_image_restore, "all-nodes"),
     "hostname-unresolvable": _Fault("bind an /etc/hosts without the node's name over the node's (kubeadm's Hostname "
                                     "warning)", _hosts_without_name, _hosts_restore),
     "cgroup-driver-mismatch": _Fault("restart a node's containerd with SystemdCgroup = true (the kubelet keeps "

@@ -91,6 +91,13 @@ def _no_gpus(node: str) -> Callable[[], bool]:
     return cond
 
 
+def _tainted(node: str, key: str) -> Callable[[], bool]:
+    def cond() -> bool:
+        out = kube.kubectl("get", "node", node, "-o", "jsonpath={.spec.taints[*].key}", check=False)
+        return out.returncode == 0 and f"node.kubernetes.io/{key}" in out.stdout.split()
+    return cond
+
+
 def _coredns_gone() -> bool:
     out = kube.kubectl("-n", "kube-system", "get", "pods", "-l", "k8s-app=kube-dns", "-o", "name", check=False)
     return out.returncode == 0 and not out.stdout.strip()
@@ -105,6 +112,9 @@ def settle(fault: catalog.Fault) -> None:
         kube.wait("CoreDNS pods to be gone", _coredns_gone, SETTLE_TIMEOUT)
     elif fault.name == "gpu-plugin-stop":
         kube.wait(f"{node}'s GPUs to be withdrawn after {fault}", _no_gpus(node), SETTLE_TIMEOUT)
+    elif fault.name == "memory-pressure":
+        kube.wait(f"{node} to be tainted memory-pressure after {fault}", _tainted(node, "memory-pressure"),
+                  SETTLE_TIMEOUT)
 
 
 def wait_healed() -> None:

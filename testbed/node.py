@@ -174,13 +174,14 @@ def start_containerd(node: net.Node) -> None:
         logs=(name,))
 
 
-def start_kubelet(node: net.Node, version: str) -> None:
+def start_kubelet(node: net.Node, version: str, exe: Path | None = None, extra: tuple[str, ...] = ()) -> None:
+    """Start the node's kubelet unless it runs; exe and extra flags are for faults (another build, other flags)."""
     name = f"{node.name}-kubelet"
     if proc.pid_of(name) is None:
-        proc.start(name, [*node_exec(node), str(bin_dir(version) / "kubelet"),
+        proc.start(name, [*node_exec(node), str(exe or bin_dir(version) / "kubelet"),
                           f"--config={node_dir(node) / 'kubelet.yaml'}",
                           f"--kubeconfig={STATE / f'kubelet-{node.name}.conf'}",
-                          f"--hostname-override={node.name}", f"--node-ip={node.ip}", "--v=1"])
+                          f"--hostname-override={node.name}", f"--node-ip={node.ip}", "--v=1", *extra])
 
 
 def start_kube_proxy(node: net.Node, version: str) -> None:

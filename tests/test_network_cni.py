@@ -147,3 +147,72 @@ def test_pod_ips_per_node_and_cluster_wide() -> None:
                                           {"Calico IPPool": ["192.168.0.0/16"]}, nodes)
     assert rows == ["pod ns/d on a: IP 10.0.0.1 outside 192.168.0.0/16"] and "Calico IPPool" in rule
     assert cni.pod_ip_violations(pods, "unknown", {}, {}) == ([], "", 0)
+
+
+# ------------------------------------------------------------------ CIDR sources against a real HTTP API
+
+class _Api:
+    """A local HTTP server answering the CIDR sources' paths with fixed statuses, spoken to by the real client."""
+
+    def __init__(self, statuses: dict[str, int]) -> None:
+        import http.server
+        import threading
+
+        routes = statuses
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                code = next((c for prefix, c in routes.items() if path.startswith(prefix)), 404)
+                body = json.dumps({"kind": "PodList" if "pods" in path else "Status", "apiVersion": "v1",
+                                   "items": [], "metadata": {}} if code == 200 else
+                                  {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                                   "reason": "Forbidden" if code == 403 else "NotFound"}).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        cfg = client.Configuration()
+        cfg.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        cfg.proxy = None
+        self.client = client.ApiClient(cfg)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+PODS = "/api/v1/namespaces/kube-system/pods"
+KUBEADM_CM = "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"
+CALICO = "/apis/crd.projectcalico.org/v1/ippools"
+
+
+def test_cidr_sources_absent_on_404_only() -> None:
+    api = _Api({PODS: 200})
+    try:
+        sources, node_cidrs, ev = cni.gather_cidr_sources(api.client, [])
+    finally:
+        api.close()
+    assert sources == {} and node_cidrs == {}
+    assert any("404" in line and "kubeadm-config" in line for line in ev)
+
+
+@pytest.mark.parametrize("path", [KUBEADM_CM, CALICO], ids=["kubeadm-config", "calico-ippools"])
+@pytest.mark.parametrize("status", [403, 500])
+def test_cidr_source_api_error_is_an_error_not_absence(path: str, status: int) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    api = _Api({PODS: 200, path: status})
+    try:
+        with pytest.raises(ApiException) as exc:
+            cni.gather_cidr_sources(api.client, [])
+    finally:
+        api.close()
+    assert exc.value.status == status

@@ -16,7 +16,6 @@ before NodePort tests); then every source is probed once.
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("apps-hello-python")]
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests" / "hello-python"
 PORT, TARGET_PORT, NODE_PORT = 6000, 5000, 31000
-# For the project's own tests only: break the app in a known way (selector-mismatch, unready-replica).
-FAULT = os.environ.get("CLUSTERPROOF_SELFTEST_HELLO_FAULT", "")
-UNREADY_PATH = "/clusterproof-never-ready"
 SPREAD_BATCH, SPREAD_MAX = 16, 96  # requests per exec, and in all, to see every replica answer
 
 
@@ -107,12 +103,8 @@ def hello(namespace, core_v1, apps_v1, cluster, pytestconfig) -> Hello:
     dep = _load("deployment.yaml")
     dep["metadata"].setdefault("labels", {}).update(_labels(run))
     dep["spec"]["template"]["spec"]["containers"][0]["image"] = pytestconfig.getoption("hello_image")
-    if FAULT == "unready-replica":
-        dep["spec"]["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     svc = _load("service.yaml")
     svc["metadata"].setdefault("labels", {}).update(_labels(run))
-    if FAULT == "selector-mismatch":
-        svc["spec"]["selector"] = {"app": f"{APP}-matches-nothing"}
     apps_v1.create_namespaced_deployment(namespace, dep, _request_timeout=t)
     node_port, note = _create_service(core_v1, namespace, svc)
     nodes, skipped = apps.ready_nodes(cluster.nodes)
@@ -184,15 +176,6 @@ def rolled(hello: Hello, core_v1, apps_v1) -> Hello:
     """hello-python after its rollout (or after the rollout was seen to fail: APP-001 reports it)."""
     try:
         _wait_rollout(core_v1, apps_v1, hello)
-        if FAULT == "unready-replica":
-            # One more replica that never gets ready: a template whose readiness probe path does not exist.
-            patch = {"spec": {"template": {
-                "metadata": {"annotations": {"clusterproof.io/selftest-fault": "unready-replica"}},
-                "spec": {"containers": [{"name": APP, "readinessProbe": {"httpGet": {"path": UNREADY_PATH,
-                                                                                     "port": TARGET_PORT}}}]}}}}
-            apps_v1.patch_namespaced_deployment(hello.deployment, hello.namespace, patch,
-                                                _request_timeout=timeouts.get("api"))
-            _wait_rollout(core_v1, apps_v1, hello)
     except WaitTimeout as exc:
         hello.rollout_error = str(exc)
     hello.ready = _ready_pods(core_v1, hello)
