@@ -23,6 +23,8 @@ suite uses, each verdict compared with what the case expects (a negative control
                       GPU-004 must FAIL saying so) and the over-slice one failing
   hami-pair-a/-b      two HAMi-core processes with 2048m and 3072m limits (each its own shared
                       region, as two containers) holding memory at the same time on the same GPU
+  hami-pair-nolimit   the same pair where the second process's library has no limit: the pair
+                      verdict must FAIL (and that member's GPU-003/005 verdicts)
   hami-no-limit       the library preloaded but no limit in the environment: must FAIL
   hami-no-lib         the limit in the environment but no library: must FAIL
   hami-exec-shell     /etc/ld.so.preload names the library (private mount namespace); the probe
@@ -391,6 +393,10 @@ def run_hami(outdir: Path, lib: Path | None, why: str, card: int | None, t0: flo
             cases.append(not_run(name, why, plan))
         pairs.append({"name": "hami-pair", "members": list(pair_plans), "status": "not-run", "reason": why,
                       "verdicts": []})
+        cases.append(not_run("hami-pair-nolimit-a", why, hami_plan(2048, card)))
+        cases.append(not_run("hami-pair-nolimit-b", why, hami_plan(3072, card)))
+        pairs.append({"name": "hami-pair-nolimit", "members": ["hami-pair-nolimit-a", "hami-pair-nolimit-b"],
+                      "status": "not-run", "reason": why, "verdicts": []})
         for name, (exp, note) in {**negative, **shells}.items():
             cases.append(not_run(name, why, hami_plan(2048, card, note), expect=exp,
                                  kind="shell" if name in shells else "single"))
@@ -410,23 +416,31 @@ def run_hami(outdir: Path, lib: Path | None, why: str, card: int | None, t0: flo
         p = run_probe(outdir, name, args, hami_env(lib, m, caches, name))
         cases.append(record(outdir, {"name": name, "kind": "single", "plan": plan, "expect": expect_for(m)},
                             finish(p)))
-    # Two processes with different limits on the same GPU, each with its own shared region, holding at once.
-    if late():
-        for name, plan in pair_plans.items():
-            cases.append(not_run(name, "time budget spent", plan))
-    else:
+    # Two processes with different limits on the same GPU, each with its own shared region, holding at once; then
+    # the negative pair: the second member's library gets no limit, so it must not keep a 3072m slice.
+    bad_pair = {"hami-pair-nolimit-a": hami_plan(2048, card),
+                "hami-pair-nolimit-b": hami_plan(3072, card, "libvgpu.so preloaded, no CUDA_DEVICE_MEMORY_LIMIT")}
+    bad_expect = {"visible memory": "fail", "over the slice fails": "fail"}
+    for pair_name, plans, limits, member_expect, pair_expect in (
+            ("hami-pair", pair_plans, {n: p["slice_mib"] for n, p in pair_plans.items()}, {}, {}),
+            ("hami-pair-nolimit", bad_pair, {"hami-pair-nolimit-a": 2048, "hami-pair-nolimit-b": None},
+             {"hami-pair-nolimit-b": bad_expect}, {"each keeps its own limit at the same time": "fail"})):
+        if late():
+            for name, plan in plans.items():
+                cases.append(not_run(name, "time budget spent", plan, expect=member_expect.get(name)))
+            continue
         procs = {name: run_probe(outdir, name, plan_from(plan).pair_probe_args(PAIR_LEAD_S, PAIR_HOLD_S),
-                                 hami_env(lib, plan["slice_mib"], caches, name)) for name, plan in pair_plans.items()}
+                                 hami_env(lib, limits[name], caches, name)) for name, plan in plans.items()}
         rcs = {name: finish(p, RUN_TIMEOUT + PAIR_LEAD_S + PAIR_HOLD_S) for name, p in procs.items()}
         outs = {}
-        for name, plan in pair_plans.items():
-            cases.append(record(outdir, {"name": name, "kind": "single", "plan": plan, "pair": "hami-pair"},
-                                rcs[name]))
+        for name, plan in plans.items():
+            cases.append(record(outdir, {"name": name, "kind": "single", "plan": plan, "pair": pair_name,
+                                         "expect": member_expect.get(name, {})}, rcs[name]))
             out = read_out(outdir, name)
             if out is not None:
                 outs[name] = out
-        pair = {"name": "hami-pair", "members": list(pair_plans), "status": "ran"}
-        pair["verdicts"] = judge_pair(pair, outs, pair_plans) if len(outs) == 2 else [
+        pair = {"name": pair_name, "members": list(plans), "status": "ran", "expect": pair_expect}
+        pair["verdicts"] = judge_pair(pair, outs, plans) if len(outs) == 2 else [
             {"check": "each keeps its own limit at the same time", "status": "fail", "expect": "pass",
              "as_expected": False, "message": "a member gave no probe output"}]
         pairs.append(pair)

@@ -4,6 +4,7 @@ The testbed runs are one test per fault (so xdist or -k can shard them); the boo
 without a cluster."""
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,27 @@ def test_unexpected_failures_are_those_no_owner_explains() -> None:
     assert next(r for r in table if r.check == "HOST-009").owner_failed is None
     text = matrix.render_text(table)
     assert "CRI-002   runtime-stop --node tb-node-2" in text and "NO (not run)" in text
+
+
+def test_gpu_memory_checks_have_rows_from_real_gpu_recordings() -> None:
+    """GPU-003..006 cannot fail on the CUDA-less testbed; their rows are recorded negative controls from a real GPU."""
+    got = matrix.recorded_rows()
+    assert set(got) == {"GPU-003", "GPU-004", "GPU-005", "GPU-006"}
+    assert all(r.owner_failed and r.fault.startswith("real GPU: ") for r in got.values())
+    table = matrix.rows([])
+    assert {r.check for r in table if r.owner_failed} == set(got)
+    # every other check without a run says so
+    assert all(r.owner_failed is None for r in table if r.check not in got)
+
+
+def test_recorded_rows_need_an_expected_failure(tmp_path) -> None:
+    rec = tmp_path / "x"
+    rec.mkdir()
+    (rec / "verdicts.json").write_text(json.dumps({"cases": [
+        {"name": "ok", "verdicts": [{"check": "visible memory", "status": "pass", "expect": "pass"}]},
+        {"name": "surprise", "verdicts": [{"check": "over the slice fails", "status": "fail", "expect": "pass"}]},
+        {"name": "neg", "verdicts": [{"check": "half the slice allocates", "status": "fail", "expect": "fail"}]}]}))
+    assert list(matrix.recorded_rows(tmp_path)) == ["GPU-004"]
 
 
 @pytest.mark.testbed

@@ -347,6 +347,9 @@ def test_recorded_hami_core_runs_cover_every_case(path):
         (ROOT / "gpu-verify" / "hami-core.lock.json").read_text())["hami_core"]["commit"]
     pair = next(p for p in rec["pairs"] if p["name"] == "hami-pair")
     assert [v["status"] for v in pair["verdicts"]] == ["pass"]
+    bad = next((p for p in rec["pairs"] if p["name"] == "hami-pair-nolimit"), None)
+    if bad is not None:  # recorded from 2026-11-28-h200-2 on: the pair's negative control
+        assert [v["status"] for v in bad["verdicts"]] == ["fail"]
     by_name = {c["name"]: c for c in rec["cases"]}
     for negative in ("hami-no-limit", "hami-no-lib", "hami-exec-env-only"):
         assert "fail" in [v["status"] for v in by_name[negative]["verdicts"]], negative
