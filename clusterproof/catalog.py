@@ -177,8 +177,11 @@ _CHECKS = [
           "The runtime name and version on the CRI socket MUST equal the node's status.nodeInfo."
           "containerRuntimeVersion.",
           "A mismatch means the kubelet talks to another runtime than the one checked (two runtimes installed).",
-          "point the kubelet's --container-runtime-endpoint at the runtime you run and restart the kubelet",
-          depends_on=("CRI-001", "CRI-002")),
+          "make the kubelet's --container-runtime-endpoint and kubeadm's cri-socket annotation name the runtime "
+          "that runs the pods (kubectl annotate node NODE --overwrite kubeadm.alpha.kubernetes.io/cri-socket=...); "
+          "stop the runtime nobody uses",
+          depends_on=("CRI-001", "CRI-002"),
+          faults=(Fault("runtime-second", node="tb-node-2"),)),
     Check("CRI-004", "runtime", "suites/runtime/test_cri.py::test_no_dockershim",
           "On Kubernetes >= 1.24 a node MUST NOT name dockershim as its runtime; Docker needs cri-dockerd.",
           "dockershim was removed in 1.24: such a kubelet cannot start pods.",
@@ -282,7 +285,7 @@ _CHECKS = [
           "containers.",
           "The pause container keeps the pod's namespaces alive across container restarts.",
           "check the runtime's sandbox image (containerd: sandbox_image in /etc/containerd/config.toml)",
-          depends_on=("NODE-001", "CRI-001"),
+          depends_on=("NODE-001", "CRI-001", "CRI-003"),
           faults=(Fault("runtime-unshare", "ipc,pid", "tb-node-2"), Fault("runtime-unshare", "uts", "tb-node-2"))),
     # ------------------------------------------------------------------ apps
     Check("APP-001", "apps", "suites/apps/test_hello_python.py::test_rollout_completes",

@@ -5,6 +5,7 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from .api import Testbed
@@ -37,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--markdown", action="store_true", help="Print the README's table")
     m.add_argument("--fault", default=None, help="Only this fault (its name)")
     m.add_argument("--workers", type=int, default=2, help="pytest-xdist workers per suite run (default 2)")
+    m.add_argument("--from-json", nargs="+", metavar="FILE", default=None,
+                   help="Run nothing: build the table from earlier --json outputs (the newest run of each fault)")
     return p
 
 
@@ -86,7 +89,14 @@ def _matrix(tb: Testbed, args: argparse.Namespace) -> int:
 
     from . import matrix
 
-    runs = matrix.run_matrix(tb, args.fault, args.workers, log=lambda line: print(line, file=sys.stderr))
+    if args.from_json:
+        try:
+            docs = [json.loads(Path(f).read_text()) for f in args.from_json]
+        except (OSError, ValueError) as exc:
+            raise TestbedError(f"--from-json: {exc}", code=2) from None
+        runs = matrix.load_runs(docs)
+    else:
+        runs = matrix.run_matrix(tb, args.fault, args.workers, log=lambda line: print(line, file=sys.stderr))
     table = matrix.rows(runs)
     if args.json:
         print(json.dumps(matrix.to_json(runs, table), indent=1))

@@ -166,3 +166,29 @@ def stamped_kubelet(version: str, stamp: str, log: Path) -> Path:
         raise TestbedError(f"linking a kubelet stamped {stamp} failed; see {log}", code=5)
     Path(str(out) + ".tmp").rename(out)
     return out
+
+
+SECOND_CONTAINERD = "v2.4.2"  # a second runtime for the runtime-second fault: another version than the node's
+
+
+def second_containerd(log: Path) -> Path:
+    """containerd SECOND_CONTAINERD built from its Go module (cached): a runtime the kubelet does not use."""
+    from .paths import CACHE
+
+    out = CACHE / "bin" / f"containerd-{SECOND_CONTAINERD}"
+    if out.is_file():
+        return out
+    gobin = GO_CACHE / "gobin-containerd"
+    gobin.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as fh:
+        mod = f"github.com/containerd/containerd/v2/cmd/containerd@{SECOND_CONTAINERD}"
+        r = subprocess.run(["go", "install", "-trimpath", "-tags", "no_btrfs no_zfs no_devmapper no_aufs",
+                            "-ldflags=-s -w", mod],
+                           env={**go_env(), "GOBIN": str(gobin)}, stdout=fh, stderr=subprocess.STDOUT, timeout=3600,
+                           cwd="/", check=False)
+    if r.returncode != 0:
+        raise TestbedError(f"building containerd {SECOND_CONTAINERD} failed; see {log}", code=5)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(gobin / "containerd", out)
+    return out

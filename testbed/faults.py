@@ -611,6 +611,50 @@ def _app_heal(node: None, saved: str | None) -> None:
     proc.stop(_app_watcher(saved or "selector"), timeout=5)
 
 
+_OTHER_CONFIG = """version = 3
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{pause}"
+[plugins."io.containerd.cri.v1.runtime".cni]
+  bin_dirs = ["/usr/lib/cni"]
+  conf_dir = "/etc/cni/net.d"
+"""
+
+
+def _runtime_second(node: net.Node, value: str | None) -> str:
+    """Two runtimes on the node: a second containerd (another version, built from its module) that the kubelet does
+    not use, and kubeadm's cri-socket annotation naming it: what is checked is not what runs the pods."""
+    from .build import second_containerd
+    from .paths import CACHE
+
+    exe = second_containerd(CACHE / "logs" / "build-containerd.log")
+    d = node_dir(node) / "cri-other"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.toml").write_text(_OTHER_CONFIG.format(d=d, pause=configs.PAUSE_IMAGE))
+    sock = d / "containerd.sock"
+    proc.start(f"{node.name}-containerd-other", [*node_exec(node), str(exe), "--config", str(d / "config.toml")])
+    wait(f"the second containerd on {node.name}", lambda: sock.is_socket() and subprocess.run(
+        ["ctr", "--address", str(sock), "version"], capture_output=True, timeout=5).returncode == 0, 30,
+        logs=(f"{node.name}-containerd-other",))
+    return _cri_socket_dockershim(node, f"unix://{sock}")
+
+
+def _runtime_second_heal(node: net.Node, saved: str | None) -> None:
+    import shutil
+
+    _cri_socket_restore(node, saved)
+    proc.stop(f"{node.name}-containerd-other", timeout=10)
+    d = node_dir(node) / "cri-other"
+    for mnt in reversed(Path("/proc/mounts").read_text().splitlines()):
+        target = mnt.split()[1]
+        if target.startswith(str(d) + "/"):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+    shutil.rmtree(d, ignore_errors=True)
+
+
 FAULTS: dict[str, _Fault] = {
     "runtime-stop": _Fault("stop containerd on a node", _runtime_stop, _runtime_start),
     "runtime-freeze": _Fault("freeze containerd on a node (SIGSTOP: its socket stays, nothing answers)",
@@ -648,6 +692,8 @@ FAULTS: dict[str, _Fault] = {
                                     _cri_socket_dockershim, _cri_socket_restore),
     "runtime-unshare": _Fault("containerd on a node creates app containers outside the pod's namespaces "
                               "(--value ipc,pid or uts)", _runtime_unshare, _runtime_unshare_heal),
+    "runtime-second": _Fault("run a second containerd (another version) on a node and point its kubeadm "
+                             "cri-socket annotation at it", _runtime_second, _runtime_second_heal),
     "app-break": _Fault("break every hello-python a suite deploys, as it appears (--value selector: its Service "
                         "selects nothing; unready: its readiness probe path does not exist)", _app_break, _app_heal,
                         "cluster"),

@@ -64,6 +64,7 @@ class Row:
     unexpected: list[str]
     outcome: str
     message: str = ""
+    seconds: float = 0.0
 
 
 def plan(only: str | None = None) -> dict[catalog.Fault, list[str]]:
@@ -213,10 +214,11 @@ def rows(runs: list[FaultRun]) -> list[Row]:
         if not mine and c.id in recorded:
             out.append(recorded[c.id])
         elif not mine:
-            out.append(Row(c.id, "-", None, [], "no fault declared" if not c.faults else "not run"))
+            out.append(Row(c.id, "; ".join(str(f) for f in c.faults) or "-", None, [],
+                           "not run" if c.faults else "no fault declared"))
         for r in mine:
             out.append(Row(c.id, str(r.fault), c.id in r.failed, r.unexpected,
-                           r.error or r.outcomes.get(c.id, "not run"), r.failed.get(c.id, "")))
+                           r.error or r.outcomes.get(c.id, "not run"), r.failed.get(c.id, ""), r.seconds))
     return out
 
 
@@ -235,15 +237,35 @@ def render_text(table: list[Row]) -> str:
 
 def render_markdown(table: list[Row], date: str) -> str:
     out = [f"Fault matrix run on {date} (`python -m testbed fault matrix --markdown`):", "",
-           "| Check | Fault | Owner failed | Unexpected failures |", "|---|---|---|---|"]
+           "| Check | Fault | Owner failed | Unexpected failures | Time |", "|---|---|---|---|---|"]
     for r in table:
-        owner = "-" if r.owner_failed is None else ("yes" if r.owner_failed else f"**no** ({r.outcome})")
+        owner = (r.outcome if r.owner_failed is None else "yes" if r.owner_failed else f"**no** ({r.outcome})")
         fault = f"`{r.fault}`" if r.fault != "-" else "none yet"
-        out.append(f"| {r.check} | {fault} | {owner} | {', '.join(r.unexpected) or '-'} |")
+        took = f"{r.seconds:.0f} s" if r.seconds else "-"
+        out.append(f"| {r.check} | {fault} | {owner} | {', '.join(r.unexpected) or '-'} | {took} |")
+    covered = {r.check for r in table if r.owner_failed and not r.unexpected}
+    out += ["", f"{len(covered)} of {len({r.check for r in table})} checks failed by a fault with no unexpected "
+                "failure."]
     return "\n".join(out)
 
 
 def to_json(runs: list[FaultRun], table: list[Row]) -> dict:
-    return {"runs": [{"fault": str(r.fault), "owners": r.owners, "failed": r.failed, "sign_off": r.sign_off,
-                      "unexpected": r.unexpected, "seconds": r.seconds, "error": r.error} for r in runs],
+    return {"runs": [{"fault": str(r.fault), "owners": r.owners, "failed": r.failed, "outcomes": r.outcomes,
+                      "sign_off": r.sign_off, "unexpected": r.unexpected, "seconds": r.seconds, "error": r.error}
+                     for r in runs],
             "rows": [asdict(r) for r in table]}
+
+
+def load_runs(docs: list[dict]) -> list[FaultRun]:
+    """FaultRuns back from to_json documents (several partial runs make one table); the newest run of a fault wins,
+    a fault the catalog no longer names is dropped."""
+    faults = {str(f): (f, owners) for f, owners in plan().items()}
+    out: dict[str, FaultRun] = {}
+    for doc in docs:
+        for r in doc.get("runs", []):
+            if r["fault"] in faults:
+                f, owners = faults[r["fault"]]
+                out[r["fault"]] = FaultRun(f, owners, dict(r.get("failed", {})), dict(r.get("outcomes", {})),
+                                           r.get("sign_off", ""), float(r.get("seconds", 0.0)), r.get("error", ""))
+    order = list(faults)
+    return sorted(out.values(), key=lambda run: order.index(str(run.fault)))

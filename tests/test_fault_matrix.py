@@ -81,3 +81,16 @@ def test_fault_fails_its_owners_and_nothing_undeclared(testbed, testbed_api, fau
     assert run.sign_off == ("PASS" if warn_only and not run.unexpected else "FAIL"), run.outcomes
     assert sorted(set(run.owners) - set(run.failed)) == [], f"owners that did not fail: {run.outcomes}"
     assert run.unexpected == [], {k: run.failed[k] for k in run.unexpected}
+
+
+def test_runs_round_trip_through_json_and_newest_wins() -> None:
+    fault = catalog.Fault("swap-on")
+    old = matrix.FaultRun(fault, ["HOST-004"], {"HOST-004": "swap on", "NODE-002": "x"}, seconds=50.0)
+    new = matrix.FaultRun(fault, ["HOST-004"], {"HOST-004": "swap on"}, {"HOST-004": "failed"}, "FAIL", 40.0)
+    docs = [matrix.to_json([r], matrix.rows([r])) for r in (old, new)]
+    docs.append({"runs": [{"fault": "a-fault-nobody-names", "owners": []}]})
+    runs = matrix.load_runs(json.loads(json.dumps(docs)))
+    assert len(runs) == 1 and runs[0].seconds == 40.0 and runs[0].unexpected == []
+    row = next(r for r in matrix.rows(runs) if r.check == "HOST-004")
+    assert row.owner_failed and row.seconds == 40.0
+    assert "| HOST-004 | `swap-on` | yes | - | 40 s |" in matrix.render_markdown(matrix.rows(runs), "2026-11-28")
