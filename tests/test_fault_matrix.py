@@ -5,7 +5,9 @@ without a cluster."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,7 @@ def test_recorded_rows_need_an_expected_failure(tmp_path) -> None:
 @pytest.mark.parametrize("fault", FAULTS, ids=[str(f).replace(" ", "") for f in FAULTS])
 def test_fault_fails_its_owners_and_nothing_undeclared(testbed, testbed_api, fault: catalog.Fault) -> None:
     run = matrix.FaultRun(fault, matrix.plan()[fault])
+    t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cp-matrix-") as tmp:
         try:
             with testbed_api.fault(fault.name, fault.node, fault.value):
@@ -76,6 +79,12 @@ def test_fault_fails_its_owners_and_nothing_undeclared(testbed, testbed_api, fau
                 matrix.read(run, matrix.run_suite(testbed_api.kubeconfig(), testbed_api.ssh_key(), Path(tmp), 2))
         finally:
             matrix.wait_healed()
+    run.seconds = round(time.monotonic() - t0, 1)
+    out = os.environ.get("CLUSTERPROOF_MATRIX_OUT")  # bin/selftest keeps each row for the README's table
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        name = str(fault).replace(" ", "").replace("/", "_")
+        (Path(out) / f"{name}.json").write_text(json.dumps(matrix.to_json([run], []), indent=1))
     # a WARN-severity owner warns: that fails the sign-off only under --strict
     warn_only = all(catalog.get(o).severity == catalog.Severity.WARN for o in run.owners)
     assert run.sign_off == ("PASS" if warn_only and not run.unexpected else "FAIL"), run.outcomes
