@@ -111,7 +111,7 @@ def start_probe_pods(core_v1, namespace: str, image: str, specs: list[tuple[str,
         out.append(ProbePod(name, namespace, plan))
     for pp in out:
         last: dict[str, Any] = {}
-        watch = pods.StartWatch(pods.start_grace())
+        watch = pods.StartWatch(pods.start_grace(), core_v1=core_v1)
 
         def running(pp=pp, last=last, watch=watch):
             pod = core_v1.read_namespaced_pod(pp.name, namespace, _request_timeout=t)

@@ -6,7 +6,8 @@ API (keep it small; fixtures/workloads.py wraps it per test module):
   `create(body_or_manifest)` labels a Pod/Deployment/DaemonSet/Service/ConfigMap (dict, or a path
   relative to manifests/) with the run labels and creates it in the namespace;
   `wait_pods(names, ready=False)`, `wait_deployment(name)`, `wait_daemonset(name)` poll with
-  `wait.wait_for` and stop on a start error (image pull, config, crash loop) once `StartWatch` has seen it
+  `wait.wait_for` and stop on a start error (image pull, config, crash loop, a sandbox the node's runtime
+  cannot create: FailedCreatePodSandBox events) once `StartWatch` has seen it
   last START_GRACE seconds, naming the pod, its node, the image, the reason, the fix and the option that
   sets the image (`--probe-image`); `probe_pods(nodes)` starts one probe pod per node (pinned with
   nodeAffinity on kubernetes.io/hostname) and returns {node: pod}; `snapshot()` is the text of
@@ -40,6 +41,8 @@ PULL_ERRORS = {"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "Invalid
 START_ERRORS = PULL_ERRORS | {"CreateContainerError", "CreateContainerConfigError", "RunContainerError",
                               "CrashLoopBackOff"}
 START_GRACE = 15.0   # seconds a start error is watched before a wait gives up (StartWatch)
+SANDBOX_ERRORS = frozenset({"FailedCreatePodSandBox"})   # pod events: the runtime cannot make the pod's sandbox
+EVENTS_EVERY = 5.0   # seconds between two event listings for one pod (StartWatch)
 
 
 # kubernetes.stream.stream() swaps api_client.request for a websocket call while it connects and puts
@@ -220,19 +223,28 @@ class StartWatch:
     a missing image does not), an invalid image name or a missing image under imagePullPolicy Never at once,
     and a Failed pod at once. `check` returns the problem then (pod_problem's text and for how long it was
     seen), else None; one StartWatch per wait.
+
+    With `core_v1` it also gives up on a pod whose sandbox the node's runtime cannot create (cgroup driver
+    mismatch, broken CNI): the pod only says ContainerCreating, the cause is in its events. Once a pod has sat
+    on its node without a sandbox for `grace` seconds its events are listed (field selector on its name, at most
+    once per EVENTS_EVERY seconds per pod; a listing error only means no early answer), and a
+    FailedCreatePodSandBox that has itself lasted `grace` seconds is the problem (`sandbox_problem`).
     """
 
     AT_ONCE = frozenset({"InvalidImageName", "ErrImageNeverPull"})
 
-    def __init__(self, grace: float, image_options: dict[str, str] | None = None):
-        self.grace, self.image_options = grace, dict(image_options or {})
+    def __init__(self, grace: float, image_options: dict[str, str] | None = None, core_v1: Any = None):
+        self.grace, self.image_options, self.core_v1 = grace, dict(image_options or {}), core_v1
         self.first_seen: dict[tuple[str, str], float] = {}
+        self.creating_since: dict[str, float] = {}          # pod -> first seen on its node without a sandbox
+        self.sandbox_seen: dict[str, float] = {}            # pod -> first seen with a sandbox error event
+        self.events: dict[str, tuple[float, list[Any]]] = {}   # pod -> (listed at, its events)
 
     def check(self, pod: Any, now: float) -> str | None:
         problem = pod_problem(pod, self.image_options)
         if problem is None:
             self.first_seen = {k: t for k, t in self.first_seen.items() if k[0] != pod.metadata.name}
-            return None
+            return self._sandbox(pod, now)
         if pod.status.phase == "Failed" and not problem.startswith("container "):
             return problem
         stuck = [(cs.name, cs.state.waiting.reason)
@@ -244,6 +256,89 @@ class StartWatch:
         if now - since >= self.grace:
             return f"{problem} (still so after {now - since:.0f}s)"
         return None
+
+    def _sandbox(self, pod: Any, now: float) -> str | None:
+        name = pod.metadata.name
+        if self.core_v1 is None or not awaiting_sandbox(pod):
+            for seen in (self.creating_since, self.sandbox_seen, self.events):
+                seen.pop(name, None)
+            return None
+        waited = now - self.creating_since.setdefault(name, now)
+        if waited < self.grace:
+            return None
+        listed = self.events.get(name)
+        if listed is None or now - listed[0] >= EVENTS_EVERY:
+            listed = self.events[name] = (now, self._list_events(pod))
+        found = sandbox_problem(pod, listed[1], self.grace, now - self.sandbox_seen.get(name, now))
+        if found is None:
+            self.sandbox_seen.pop(name, None)
+            return None
+        self.sandbox_seen.setdefault(name, now)
+        text, lasted = found
+        return f"{text} (no sandbox after {waited:.0f}s)" if lasted else None
+
+    def _list_events(self, pod: Any) -> list[Any]:
+        try:
+            return list(self.core_v1.list_namespaced_event(
+                pod.metadata.namespace, field_selector=f"involvedObject.name={pod.metadata.name}",
+                _request_timeout=timeouts.get("api")).items or [])
+        except Exception:   # no events, no early answer: the wait goes on to its timeout
+            return []
+
+
+def awaiting_sandbox(pod: Any) -> bool:
+    """The pod is on its node, Pending, and nothing shows that its sandbox was made (ContainerCreating)."""
+    st = pod.status
+    if st is None or st.phase != "Pending" or not pod.spec.node_name or pod.metadata.deletion_timestamp is not None:
+        return False
+    if any(c.type == "PodReadyToStartContainers" and c.status == "True" for c in st.conditions or []):
+        return False
+    if st.pod_ip and not pod.spec.host_network:   # a pod IP comes with the sandbox's network
+        return False
+    for cs in (st.container_statuses or []) + (st.init_container_statuses or []):
+        state = cs.state
+        if state is not None and (state.running or state.terminated):
+            return False
+        if state is not None and state.waiting and state.waiting.reason not in ("ContainerCreating",
+                                                                                 "PodInitializing"):
+            return False
+    return True
+
+
+def _event_span(e: Any) -> tuple[int, Any, Any]:
+    series = getattr(e, "series", None)
+    count = e.count or (series.count if series is not None else None) or 1
+    first = e.first_timestamp or e.event_time or (e.metadata.creation_timestamp if e.metadata else None)
+    last = e.last_timestamp or (series.last_observed_time if series is not None else None) or e.event_time or first
+    return count, first, last
+
+
+def sandbox_problem(pod: Any, events: list[Any], grace: float, seen_for: float = 0.0) -> tuple[str, bool] | None:
+    """The pod's latest sandbox error event as text, and whether it has lasted `grace` seconds; None without one.
+
+    Lasted: the event's own first..last span (the kubelet's retries, one clock) or `seen_for` (how long the
+    caller has seen it) reaches `grace`. The text names the node, the reason, the message's first line, how
+    many times it happened and what to check on the node.
+    """
+    uid = pod.metadata.uid
+    mine = [e for e in events
+            if e.reason in SANDBOX_ERRORS and (e.type or "Warning") == "Warning"
+            and (e.involved_object is None or e.involved_object.kind in (None, "Pod"))
+            and (not uid or e.involved_object is None or not e.involved_object.uid or e.involved_object.uid == uid)]
+    if not mine:
+        return None
+    spans = [(_event_span(e), e) for e in mine]
+    (count, first, last), e = max(spans, key=lambda s: s[0][2].timestamp() if s[0][2] is not None else 0.0)
+    span = (last - first).total_seconds() if first is not None and last is not None else 0.0
+    node = pod.spec.node_name
+    lines = (e.message or "").strip().splitlines()
+    message = lines[0].strip()[:300] if lines else "(no message)"
+    times = f"{count} time{'s' if count != 1 else ''}" + (f" over {span:.0f}s" if span >= 1 else "")
+    text = (f"{e.reason} on node {node} ({times}): {message}; the container runtime on node {node} cannot create "
+            f"the pod's sandbox: check the runtime there (journalctl -u containerd, or -u crio; crictl info), that "
+            f"the kubelet's and the runtime's cgroup driver agree (HOST-014) and the CNI config in /etc/cni/net.d "
+            f"(CNI-002)")
+    return text, max(span, seen_for) >= grace
 
 
 def unschedulable(pod: Any, now: float, grace: float) -> str | None:
@@ -282,7 +377,7 @@ def wait_running(core_v1: Any, namespace: str, pods: list[str], timeout: float |
     __tracebackhide__ = True
     t = timeouts.get("api")
     seen: dict[str, Any] = {}
-    watch = StartWatch(start_grace(), image_options)
+    watch = StartWatch(start_grace(), image_options, core_v1)
 
     def running():
         states = {}
@@ -556,7 +651,7 @@ class Workloads:
         """Wait until the Deployment has all replicas updated and available; fail fast on pod start errors."""
         __tracebackhide__ = True
         t = timeouts.get("api")
-        watch = StartWatch(start_grace(), self.image_options)
+        watch = StartWatch(start_grace(), self.image_options, self.core_v1)
 
         def rolled():
             d = self.apps_v1.read_namespaced_deployment(name, self.namespace, _request_timeout=t)
@@ -572,7 +667,7 @@ class Workloads:
         """Wait until the DaemonSet has a ready pod on every node it targets; fail fast on pod start errors."""
         __tracebackhide__ = True
         t = timeouts.get("api")
-        watch = StartWatch(start_grace(), self.image_options)
+        watch = StartWatch(start_grace(), self.image_options, self.core_v1)
 
         def ready():
             d = self.apps_v1.read_namespaced_daemon_set(name, self.namespace, _request_timeout=t)

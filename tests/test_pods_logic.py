@@ -277,3 +277,132 @@ def test_a_rollout_with_a_missing_image_stops_in_seconds(monkeypatch: pytest.Mon
                                      "cp-apps-1/hello-python-7d9c5b6f4-x2x8k on tb-node-2: container hello-python "
                                      f"({MISSING}): ImagePullBackOff")
     assert "--hello-image" in str(exc.value)
+
+
+# A pod on a node whose kubelet (cgroupDriver systemd) and containerd (SystemdCgroup = false) disagree, as the API
+# server returned it on the testbed (cgroup-driver-mismatch): the pod only says ContainerCreating, its events say why.
+SANDBOX_MSG = ('Failed to create pod sandbox: rpc error: code = Unknown desc = failed to create containerd task: '
+               'failed to create shim task: OCI runtime create failed: runc create failed: expected cgroupsPath to be '
+               'of format "slice:prefix:name" for systemd cgroups, got "/kubepods/besteffort/pod5f0c7e1a-2b7d-'
+               '4a8e-9c3f-0d6e1b2a3c4d/0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9" '
+               'instead: unknown')
+POD_UID = "5f0c7e1a-2b7d-4a8e-9c3f-0d6e1b2a3c4d"
+
+
+def _creating(running: bool = False) -> client.V1Pod:
+    import datetime as dt
+
+    t0 = dt.datetime(2026, 11, 28, 9, 0, tzinfo=dt.UTC)
+    state = (client.V1ContainerState(running=client.V1ContainerStateRunning(started_at=t0)) if running else
+             client.V1ContainerState(waiting=client.V1ContainerStateWaiting(reason="ContainerCreating")))
+    conditions = [client.V1PodCondition(type=t, status="True" if running or t in ("PodScheduled", "Initialized")
+                                        else "False", last_transition_time=t0)
+                  for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name="probe-pod-1", namespace="cp-pods-1", uid=POD_UID),
+        spec=client.V1PodSpec(node_name="tb-node-1", containers=[client.V1Container(name="probe", image="probe:1")]),
+        status=client.V1PodStatus(phase="Running" if running else "Pending", host_ip="198.18.0.11",
+                                  pod_ip="10.244.1.7" if running else None, conditions=conditions,
+                                  container_statuses=[client.V1ContainerStatus(
+                                      name="probe", image="probe:1", image_id="", ready=running, restart_count=0,
+                                      state=state)]))
+
+
+def _sandbox_event(count: int = 7, span: float = 45.0, uid: str = POD_UID,
+                   message: str = SANDBOX_MSG) -> client.CoreV1Event:
+    import datetime as dt
+
+    first = dt.datetime(2026, 11, 28, 9, 0, 2, tzinfo=dt.UTC)
+    return client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name="probe-pod-1.187c0a1b2c3d4e5f", namespace="cp-pods-1"),
+        involved_object=client.V1ObjectReference(kind="Pod", name="probe-pod-1", namespace="cp-pods-1", uid=uid,
+                                                 api_version="v1"),
+        reason="FailedCreatePodSandBox", type="Warning", message=message, count=count,
+        first_timestamp=first, last_timestamp=first + dt.timedelta(seconds=span),
+        source=client.V1EventSource(component="kubelet", host="tb-node-1"))
+
+
+class _EventsCore:
+    """list_namespaced_event as the API answers it (or fails), counting the calls and their selectors."""
+
+    def __init__(self, events: list | None = None, error: Exception | None = None):
+        self.events, self.error, self.calls = events or [], error, []
+
+    def list_namespaced_event(self, namespace, field_selector=None, _request_timeout=None):
+        self.calls.append((namespace, field_selector))
+        if self.error is not None:
+            raise self.error
+        return client.CoreV1EventList(items=self.events)
+
+
+def test_a_sandbox_the_runtime_cannot_create_fails_after_the_grace() -> None:
+    normal = client.CoreV1Event(metadata=client.V1ObjectMeta(name="e0"), reason="Scheduled", type="Normal",
+                                involved_object=client.V1ObjectReference(kind="Pod", name="probe-pod-1", uid=POD_UID),
+                                message="Successfully assigned cp-pods-1/probe-pod-1 to tb-node-1", count=1)
+    core = _EventsCore([normal, _sandbox_event(message=SANDBOX_MSG + "\nsecond line")])
+    watch = pods.StartWatch(15.0, core_v1=core)
+    assert watch.check(_creating(), 100.0) is None
+    assert watch.check(_creating(), 110.0) is None
+    assert core.calls == []                       # no events listed before the grace
+    msg = watch.check(_creating(), 116.0)
+    assert core.calls == [("cp-pods-1", "involvedObject.name=probe-pod-1")]
+    assert msg is not None
+    assert msg.startswith("FailedCreatePodSandBox on node tb-node-1 (7 times over 45s): Failed to create pod sandbox: ")
+    assert 'expected cgroupsPath to be of format "slice:prefix:name"' in msg and "second line" not in msg
+    shown = msg.split(": ", 1)[1].split("; the container runtime")[0]
+    assert len(shown) == 300 and shown == SANDBOX_MSG[:300]
+    assert "journalctl -u containerd" in msg and "HOST-014" in msg and "CNI-002" in msg
+    assert msg.endswith("(no sandbox after 16s)")
+
+
+def test_a_sandbox_error_shorter_than_the_grace_is_not_a_failure() -> None:
+    core = _EventsCore([_sandbox_event(count=1, span=0)])    # the first try only (the CNI may come up)
+    watch = pods.StartWatch(15.0, core_v1=core)
+    assert watch.check(_creating(), 0.0) is None
+    assert watch.check(_creating(), 15.0) is None          # waited the grace: listed, the error is new
+    assert watch.check(_creating(), 17.0) is None          # listed at most once per EVENTS_EVERY
+    assert len(core.calls) == 1
+    assert watch.check(_creating(), 21.0) is None and len(core.calls) == 2
+    assert watch.check(_creating(), 29.0) is None          # seen for 14s
+    msg = watch.check(_creating(), 30.0)                   # seen for the grace (cached listing)
+    assert msg is not None and "(1 time): Failed to create pod sandbox" in msg
+    # an event of an earlier pod of the same name is not this pod's
+    other = pods.StartWatch(15.0, core_v1=_EventsCore([_sandbox_event(uid="0000-earlier-pod")]))
+    assert other.check(_creating(), 0.0) is None and other.check(_creating(), 20.0) is None
+
+
+def test_a_pod_that_runs_despite_an_old_sandbox_error_is_fine() -> None:
+    core = _EventsCore([_sandbox_event()])
+    watch = pods.StartWatch(15.0, core_v1=core)
+    assert watch.check(_creating(), 0.0) is None
+    assert watch.check(_creating(running=True), 20.0) is None
+    assert watch.check(_creating(running=True), 60.0) is None
+    assert core.calls == []                                 # a running pod's events are never listed
+    assert watch.check(_creating(), 61.0) is None           # stuck again: watched afresh
+
+
+def test_an_event_listing_error_only_means_no_early_answer() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    core = _EventsCore(error=ApiException(status=403, reason="Forbidden"))
+    watch = pods.StartWatch(15.0, core_v1=core)
+    assert watch.check(_creating(), 0.0) is None
+    for t in (15.0, 16.0, 20.0, 25.0, 60.0):
+        assert watch.check(_creating(), t) is None
+    assert len(core.calls) == 4                             # not at 16: bounded, never raised
+    assert pods.StartWatch(15.0).check(_creating(), 99.0) is None   # without a CoreV1Api: as before
+
+
+def test_wait_running_stops_on_a_failing_sandbox_in_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Core(_EventsCore):
+        def read_namespaced_pod(self, name, namespace, _request_timeout=None):
+            return _creating()
+
+    monkeypatch.setattr(pods, "START_GRACE", 1.0)
+    start = time.monotonic()
+    with pytest.raises(WaitTimeout) as exc:
+        pods.wait_running(Core([_sandbox_event()]), "cp-pods-1", ["probe-pod-1"], timeout=60)
+    assert time.monotonic() - start < 5
+    assert str(exc.value).startswith("gave up waiting for pods probe-pod-1 in cp-pods-1 to run: pod "
+                                     "cp-pods-1/probe-pod-1 on tb-node-1: FailedCreatePodSandBox on node tb-node-1 "
+                                     "(7 times over 45s): Failed to create pod sandbox")

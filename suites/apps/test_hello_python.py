@@ -135,7 +135,7 @@ def _wait_rollout(core_v1, apps_v1, h: Hello) -> None:
     __tracebackhide__ = True
     t = timeouts.get("api")
     grace = timeouts.get("pod_start") / 2
-    watch = pods.StartWatch(pods.start_grace(), h.image_options)   # a missing image fails in seconds
+    watch = pods.StartWatch(pods.start_grace(), h.image_options, core_v1)   # no image, no sandbox: seconds
 
     def rolled_out():
         d = apps_v1.read_namespaced_deployment(h.deployment, h.namespace, _request_timeout=t)
