@@ -691,7 +691,8 @@ FAULTS: dict[str, _Fault] = {
     "cri-socket-dockershim": _Fault("annotate a node's kubeadm cri-socket as dockershim (--value another socket)",
                                     _cri_socket_dockershim, _cri_socket_restore),
     "runtime-unshare": _Fault("containerd on a node creates app containers outside the pod's namespaces "
-                              "(--value ipc,pid or uts)", _runtime_unshare, _runtime_unshare_heal),
+                              "(--value ipc,pid or uts; every node without --node)", _runtime_unshare,
+                              _runtime_unshare_heal, "all-nodes"),
     "runtime-second": _Fault("run a second containerd (another version) on a node and point its kubeadm "
                              "cri-socket annotation at it", _runtime_second, _runtime_second_heal),
     "app-break": _Fault("break every hello-python a suite deploys, as it appears (--value selector: its Service "

@@ -161,7 +161,7 @@ class _Api:
         routes = statuses
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 code = next((c for prefix, c in routes.items() if path.startswith(prefix)), 404)
                 body = json.dumps({"kind": "PodList" if "pods" in path else "Status", "apiVersion": "v1",
