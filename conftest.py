@@ -8,4 +8,5 @@ pytest_plugins = [
     "fixtures.hosts",
     "fixtures.workloads",
     "fixtures.reporting",
+    "fixtures.progress",
 ]

@@ -33,12 +33,93 @@ func main() { etcdmain.Main(os.Args) }
 """
 
 
-def _go(args: list[str], cwd: Path, log: Path, timeout: float = 3600) -> subprocess.CompletedProcess:
+PROGRESS_EVERY = 15.0  # seconds between the progress lines of a running go command
+_DOWNLOADING = re.compile(r"^go: downloading (\S+)")
+
+
+class _LogTail:
+    """What a go command has written to its log since `offset`: modules downloaded, the latest meaningful line."""
+
+    def __init__(self, log: Path, offset: int):
+        self.log, self.offset = log, offset
+        self.downloads = 0
+        self.last = ""
+        self.rest = b""
+        self.grew = time.monotonic()
+
+    def update(self) -> None:
+        try:
+            with self.log.open("rb") as fh:
+                fh.seek(self.offset)
+                chunk = fh.read()
+        except OSError:
+            return
+        if not chunk:
+            return
+        self.offset += len(chunk)
+        self.grew = time.monotonic()
+        *lines, self.rest = (self.rest + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace").strip()
+            if _DOWNLOADING.match(line):
+                self.downloads += 1
+                self.last = line
+            elif line:
+                self.last = line[:200]
+
+
+def _took(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def _go(args: list[str], cwd: Path | str, log: Path, timeout: float = 3600, *, echo=None, what: str = "",
+        env: dict[str, str] | None = None, every: float = PROGRESS_EVERY) -> subprocess.CompletedProcess:
+    """Run `go ARGS` with its output appended to log; with echo, a line every `every` seconds while it runs
+    (elapsed time, what it builds, modules downloaded so far, the log's latest line). Killed and
+    subprocess.TimeoutExpired past timeout, as subprocess.run does."""
+    cmd = ["go", *args]
     with log.open("a") as fh:
         fh.write(f"$ go {' '.join(args)}\n")
         fh.flush()
-        return subprocess.run(["go", *args], cwd=cwd, env=go_env(), stdout=fh, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
+        tail = _LogTail(log, fh.tell())
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env if env is not None else go_env(), stdout=fh,
+                                stderr=subprocess.STDOUT)
+        try:
+            due = start + every
+            while True:
+                now = time.monotonic()
+                if now - start >= timeout:
+                    proc.kill()
+                    proc.wait()
+                    raise subprocess.TimeoutExpired(cmd, timeout)
+                try:
+                    step = min(start + timeout - now, 1.0, due - now if echo is not None else 1.0)
+                    rc = proc.wait(timeout=max(0.01, step))
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if echo is not None and now >= due:
+                    due = now + every
+                    tail.update()
+                    parts = [f"{' '.join(cmd[:3] if args[0] == 'mod' else cmd[:2])}: {_took(now - start)}"
+                             + (f", {what}" if what else "")]
+                    if tail.downloads:
+                        parts.append(f"{tail.downloads} module{'' if tail.downloads == 1 else 's'} downloaded")
+                    if tail.last:
+                        quiet = now - tail.grew
+                        parts.append(f"last: {tail.last}" + (f" (log quiet {_took(quiet)})" if quiet >= every else ""))
+                    else:
+                        parts.append("no output yet")
+                    echo("; ".join(parts))
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+    return subprocess.CompletedProcess(cmd, rc)
 
 
 def _kube_gomod(version: str, log: Path) -> str:
@@ -117,10 +198,12 @@ def build(version: str, log: Path, echo=print) -> float:
         pkgs = [f"k8s.io/kubernetes/cmd/{b}" for b in kube_todo if b != "etcd"]
         if "etcd" in kube_todo:
             pkgs.append("./cmd/etcd")
-        echo(f"building {', '.join(kube_todo)} {version} (cold: 15-25 min on 2 cores; log {log})")
-        if _go(["mod", "tidy"], work, log).returncode != 0:
+        echo(f"building {', '.join(kube_todo)} {version} (cold: 15-25 min on 2 cores; log {log}; progress every "
+             f"{PROGRESS_EVERY:.0f} s)")
+        if _go(["mod", "tidy"], work, log, echo=echo, what=f"resolving Kubernetes {version} modules").returncode != 0:
             raise TestbedError(f"resolving Kubernetes {version} modules failed; see {log}", code=5)
-        r = _go(["build", "-trimpath", "-ldflags", _ldflags(version), "-o", str(out) + "/", *pkgs], work, log)
+        r = _go(["build", "-trimpath", "-ldflags", _ldflags(version), "-o", str(out) + "/", *pkgs], work, log,
+                echo=echo, what=f"building {', '.join(kube_todo)}")
         if r.returncode != 0:
             raise TestbedError(f"building Kubernetes {version} failed; see {log}", code=5)
     for name, mod, ver in (("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", CRICTL_VERSION),
@@ -130,9 +213,8 @@ def build(version: str, log: Path, echo=print) -> float:
             echo(f"building {name} {ver}")
             env_out = GO_CACHE / "gobin"
             env_out.mkdir(parents=True, exist_ok=True)
-            r = subprocess.run(["go", "install", "-trimpath", "-ldflags=-s -w", f"{mod}@{ver}"],
-                               env={**go_env(), "GOBIN": str(env_out)}, stdout=log.open("a"),
-                               stderr=subprocess.STDOUT, timeout=3600, cwd="/")
+            r = _go(["install", "-trimpath", "-ldflags=-s -w", f"{mod}@{ver}"], "/", log,
+                    env={**go_env(), "GOBIN": str(env_out)}, echo=echo, what=f"building {name} {ver}")
             if r.returncode != 0:
                 raise TestbedError(f"building {name} {ver} failed; see {log}", code=5)
             shutil.copy2(env_out / name, out / name)
