@@ -193,7 +193,7 @@ _CHECKS = [
           "A NotReady node runs no new pods and its pods are evicted after a while.",
           "on the node: systemctl status kubelet; journalctl -u kubelet -n 50; kubectl describe node NODE",
           depends_on=("CNI-002", "CRI-001", "CRI-002"),
-          faults=(Fault("runtime-stop", node="tb-node-2"),)),
+          faults=(Fault("runtime-stop", node="tb-node-2"), Fault("runtime-freeze", node="tb-node-2"))),
     Check("NODE-002", "nodes", "suites/nodes/test_nodes.py::test_no_node_pressure",
           "No node MUST report memory, disk or PID pressure.",
           "Under pressure the kubelet evicts pods and the scheduler avoids the node.",

@@ -109,6 +109,9 @@ def settle(fault: catalog.Fault) -> None:
     node = fault.node or "tb-node-2"
     if fault.name in ("runtime-stop", "cni-config-remove"):
         kube.wait(f"{node} to report NotReady after {fault}", _node_not_ready(node), SETTLE_TIMEOUT)
+    elif fault.name == "runtime-freeze":
+        # a hung runtime turns the node NotReady once the kubelet's PLEG has not relisted for 3 minutes
+        kube.wait(f"{node} to report NotReady after {fault}", _node_not_ready(node), 300)
     elif fault.name == "coredns-scale-zero":
         kube.wait("CoreDNS pods to be gone", _coredns_gone, SETTLE_TIMEOUT)
     elif fault.name == "gpu-plugin-stop":
