@@ -496,3 +496,11 @@ def test_a_broken_skip_chain_fails_under_xdist(chain_suite: pytest.Pytester) -> 
     assert doc["verdict"] == "FAIL" and by_id(doc)["DNS-001"][0]["message"] == CHAIN_MSG
     folder = chain_suite.path / "reports"
     assert verify(folder / "summary.json", folder / "report.html").returncode == 0
+
+
+def test_an_error_without_a_report_of_its_own_says_why() -> None:
+    from fixtures.reporting import _machinery_message
+
+    assert "crashed" in _machinery_message({"setup": "passed", "???": "failed"})
+    assert "never run" in _machinery_message({"setup": "passed"})
+    assert "no verdict" in _machinery_message({"setup": "passed", "call": "weird"})
