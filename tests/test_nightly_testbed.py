@@ -68,11 +68,8 @@ def test_nightly_cronjob_keeps_reports_compares_runs_and_pulls(testbed, testbed_
     try:
         r = kubectl(testbed, "apply", "-k", str(ov))
         assert r.returncode == 0, r.stderr
-        t0 = time.monotonic()
-        first = run_job(testbed, "nightly-first")
-        took = time.monotonic() - t0
+        first = run_job(testbed, "nightly-first")   # how long it takes is bench/'s business, not a test's
         assert first == "Complete", logs(testbed, "nightly-first")
-        assert took < 120, f"an in-cluster run of {SELECTION} took {took:.0f}s"
         api = kube.new_client(testbed["kubeconfig"], None)
         got = nightly.pull(api, tmp_path / "pulled", echo=lambda _m: None)
         assert len(got) == 1
@@ -106,7 +103,6 @@ def test_nightly_cronjob_keeps_reports_compares_runs_and_pulls(testbed, testbed_
         assert {s.labels["verdict"]: s.value for s in fams["clusterproof_run_verdict"].samples}["FAIL"] == 1
         assert fams["clusterproof_run_duration_seconds"].samples[0].value > 0
         assert {s.labels["change"]: s.value for s in fams["clusterproof_run_compared"].samples}["newly_failing"] == 1
-        print(f"first in-cluster run (job created to complete): {took:.1f}s")
     finally:
         r = kubectl(testbed, "delete", "-k", str(ov), "--ignore-not-found", "--wait=true", "--timeout=180s",
                     timeout=240)
