@@ -175,6 +175,11 @@ def pod_problem(pod: Any, image_options: dict[str, str] | None = None) -> str | 
     that cannot pull and, when `image_options` maps the image to the option that sets it (e.g.
     {"localhost/clusterproof/probe:1": "--probe-image"}), that option. `StartWatch` decides when to give up.
     """
+    if pod.metadata.deletion_timestamp is not None:
+        return None  # going away (a rolling update, a scale-down): its containers stop, that is no start problem
+    owners = {o.kind for o in (pod.metadata.owner_references or [])}
+    if pod.status.phase == "Failed" and owners & {"ReplicaSet", "DaemonSet"}:
+        return None  # evicted or rejected: its controller makes another, which the wait judges
     specs = {c.name: c.image for c in (pod.spec.containers or []) + (pod.spec.init_containers or [])}
     node = pod.spec.node_name or "its node"
     for cs in (pod.status.container_statuses or []) + (pod.status.init_container_statuses or []):

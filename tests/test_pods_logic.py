@@ -406,3 +406,26 @@ def test_wait_running_stops_on_a_failing_sandbox_in_seconds(monkeypatch: pytest.
     assert str(exc.value).startswith("gave up waiting for pods probe-pod-1 in cp-pods-1 to run: pod "
                                      "cp-pods-1/probe-pod-1 on tb-node-1: FailedCreatePodSandBox on node tb-node-1 "
                                      "(7 times over 45s): Failed to create pod sandbox")
+
+
+def _failed(owner: str | None, deleting: bool) -> client.V1Pod:
+    import datetime as dt
+
+    pod = _recorded(None)
+    pod.status.phase = "Failed"
+    if owner:
+        pod.metadata.owner_references = [client.V1OwnerReference(api_version="apps/v1", kind=owner, name="x", uid="1")]
+    if deleting:
+        pod.metadata.deletion_timestamp = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    return pod
+
+
+def test_a_pod_going_away_or_replaced_by_its_controller_is_no_start_problem() -> None:
+    """A rolling update's old pod turns Failed as it stops; an evicted ReplicaSet pod is replaced: neither may end a
+    rollout. A bare pod that failed still does."""
+    assert pods.pod_problem(_failed("ReplicaSet", deleting=True)) is None
+    assert pods.pod_problem(_failed(None, deleting=True)) is None
+    assert pods.pod_problem(_failed("ReplicaSet", deleting=False)) is None
+    assert pods.pod_problem(_failed("DaemonSet", deleting=False)) is None
+    assert pods.pod_problem(_failed(None, deleting=False)) == "phase Failed:"
+    assert pods.StartWatch(15.0).check(_failed("ReplicaSet", deleting=True), 100.0) is None

@@ -32,7 +32,14 @@ def test_ssh_and_pod_transports_give_the_same_verdicts(testbed, tmp_path):
     pod = suite(testbed, tmp_path / "pod", "suites/host", "suites/runtime", "--host-transport=pod")
     assert any(k.endswith(f"[ssh://{NODE}]") for k in ssh.verdicts), ssh.stdout[-2000:]
     assert any(k.endswith(f"[pod://{NODE}]") for k in pod.verdicts), pod.stdout[-2000:]
-    assert by_check(ssh) == by_check(pod)
+    # HOST-014 reads the kubelet's own process: on the testbed a probe pod's host is the machine, not the node's
+    # mount namespace, so over the pod transport it may only skip, saying why; every other verdict must agree.
+    drivers = {k for k in by_check(pod) if k.startswith("test_cgroup_drivers_agree[")}
+    for k in drivers:
+        v = pod.verdicts[k.replace("[", "[pod://", 1)]
+        assert v.outcome == by_check(ssh)[k] or (v.outcome == "skipped" and "cgroup driver" in v.message), v
+    assert {k: o for k, o in by_check(ssh).items() if k not in drivers} == \
+        {k: o for k, o in by_check(pod).items() if k not in drivers}
     assert "error" not in set(by_check(ssh).values())
 
 
