@@ -132,11 +132,15 @@ def _coredns_restore(node: None, saved: str | None) -> None:
     wait("CoreDNS available", coredns_available, 90, 1)
 
 
-def _cni_remove(node: net.Node, value: str | None) -> str | None:
-    conf = bind_source(node, "/etc/cni/net.d") / "10-bridge.conflist"
-    text = conf.read_text() if conf.exists() else None
-    conf.unlink(missing_ok=True)
+def _take(path: Path) -> str | None:
+    """Remove a node file; its text (None if there was none) is what the heal writes back."""
+    text = path.read_text() if path.exists() else None
+    path.unlink(missing_ok=True)
     return text
+
+
+def _cni_remove(node: net.Node, value: str | None) -> str | None:
+    return _take(bind_source(node, "/etc/cni/net.d") / "10-bridge.conflist")
 
 
 def _cni_restore(node: net.Node, saved: str | None) -> None:
@@ -172,10 +176,7 @@ def _sysctl_restore(node: net.Node, saved: str | None) -> None:
 
 
 def _persist_remove(node: net.Node, value: str | None) -> str | None:
-    f = bind_source(node, "/etc/sysctl.d") / "99-kubernetes.conf"
-    text = f.read_text() if f.exists() else None
-    f.unlink(missing_ok=True)
-    return text
+    return _take(bind_source(node, "/etc/sysctl.d") / "99-kubernetes.conf")
 
 
 def _persist_restore(node: net.Node, saved: str | None) -> None:
@@ -263,14 +264,11 @@ def _swap_off(node: None, saved: str | None) -> None:
 
 
 def _modules_load_remove(node: net.Node, value: str | None) -> str | None:
-    f = bind_source(node, "/etc/modules-load.d") / "k8s.conf"
-    text = f.read_text() if f.exists() else None
-    f.unlink(missing_ok=True)
-    return text
+    return _take(bind_source(node, "/etc/modules-load.d") / "k8s.conf")
 
 
 def _modules_load_restore(node: net.Node, saved: str | None) -> None:
-    (bind_source(node, "/etc/modules-load.d") / "k8s.conf").write_text(saved or "overlay\nbr_netfilter\n")
+    (bind_source(node, "/etc/modules-load.d") / "k8s.conf").write_text(saved or configs.MODULES_CONF)
 
 
 # What the node must not see for br_netfilter to look unloaded: the nodes share the machine's kernel, so the
@@ -459,12 +457,17 @@ def _app_image_restore(node: net.Node, saved: str | None) -> None:
 _CRI_ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket"
 
 
+def _annotate_cri_socket(node: net.Node, endpoint: str) -> str:
+    """Point the node's kubeadm cri-socket annotation at ENDPOINT; returns what it named before ('' for nothing)."""
+    old = _node_field(node, "{.metadata.annotations.kubeadm\\.alpha\\.kubernetes\\.io/cri-socket}")
+    kubectl("annotate", "node", node.name, "--overwrite", f"{_CRI_ANNOTATION}={endpoint}")
+    return old
+
+
 def _cri_socket_dockershim(node: net.Node, value: str | None) -> str:
     """kubeadm's cri-socket annotation still naming dockershim, as a cluster upgraded past 1.24 without fixing it
     keeps it (kubeadm upgrade and join read it)."""
-    old = _node_field(node, "{.metadata.annotations.kubeadm\\.alpha\\.kubernetes\\.io/cri-socket}")
-    kubectl("annotate", "node", node.name, "--overwrite", f"{_CRI_ANNOTATION}={value or 'unix:///var/run/dockershim.sock'}")
-    return old
+    return _annotate_cri_socket(node, value or "unix:///var/run/dockershim.sock")
 
 
 def _cri_socket_restore(node: net.Node, saved: str | None) -> None:
@@ -639,7 +642,7 @@ def _runtime_second(node: net.Node, value: str | None) -> str:
     wait(f"the second containerd on {node.name}", lambda: sock.is_socket() and subprocess.run(
         ["ctr", "--address", str(sock), "version"], capture_output=True, timeout=5).returncode == 0, 30,
         logs=(f"{node.name}-containerd-other",))
-    return _cri_socket_dockershim(node, f"unix://{sock}")
+    return _annotate_cri_socket(node, f"unix://{sock}")
 
 
 def _runtime_second_heal(node: net.Node, saved: str | None) -> None:

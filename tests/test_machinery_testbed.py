@@ -87,7 +87,7 @@ def test_dns_resolves():
 '''
 
 
-def test_a_skip_blaming_a_check_that_passed_on_the_real_cluster_fails_the_run(testbed, pytester) -> None:
+def test_a_skip_blaming_a_check_that_passed_on_the_real_cluster_fails_the_run(testbed, pytester, monkeypatch) -> None:
     """The real NODE-006 (CoreDNS available on the testbed) beside a DNS-001 that skips blaming it."""
     shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")
     (pytester.path / "suites" / "nodes").mkdir(parents=True)
@@ -95,14 +95,11 @@ def test_a_skip_blaming_a_check_that_passed_on_the_real_cluster_fails_the_run(te
     shutil.copy(ROOT / "suites" / "nodes" / "test_nodes.py", pytester.path / "suites" / "nodes" / "test_nodes.py")
     (pytester.path / "suites" / "network" / "test_dns.py").write_text(CHAIN)
     shutil.copy(ROOT / "pytest.ini", pytester.path / "pytest.ini")
-    os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
-    try:
-        result = pytester.run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
-                              "--kubeconfig", testbed["kubeconfig"], "--report-dir", str(pytester.path / "reports"),
-                              "suites/nodes/test_nodes.py::test_coredns_available", "suites/network/test_dns.py",
-                              timeout=300)
-    finally:
-        os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = pytester.run(sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+                          "--kubeconfig", testbed["kubeconfig"], "--report-dir", str(pytester.path / "reports"),
+                          "suites/nodes/test_nodes.py::test_coredns_available", "suites/network/test_dns.py",
+                          timeout=300)
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out[-3000:]
     doc = _summary(pytester.path / "reports")
@@ -113,9 +110,8 @@ def test_a_skip_blaming_a_check_that_passed_on_the_real_cluster_fails_the_run(te
     assert "skipped blaming NODE-006, but NODE-006 passed in this run" in by_id["DNS-001"]["message"]
 
 
-def test_run_suite_helper_is_the_one_above_uses(testbed, pytester) -> None:
-    """The whole suite's nodes area through the shared helper passes on the healthy testbed (the baseline the two
-    tests above break)."""
+def test_the_nodes_area_passes_on_the_healthy_testbed(testbed, pytester) -> None:
+    """The baseline the two tests above break: the nodes area signs off PASS on the healthy testbed."""
     result = run_suite(pytester, str(ROOT / "suites" / "nodes" / "test_nodes.py"), "-p", "no:randomly",
                        "--report-dir", str(pytester.path / "reports"), testbed=testbed, timeout=300)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()[-3000:]
