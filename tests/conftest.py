@@ -97,3 +97,18 @@ def layer_names(archive: Path) -> set[str]:
             with tarfile.open(fileobj=blob, mode="r|gz") as layer:
                 names |= {m.name for m in layer}
     return names
+
+
+def plugin_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, files: dict[str, str],
+                 kubeconfig: str) -> pytest.Pytester:
+    """A small fake suite (FILES: path under the pytester dir -> text) run with the real options and reporting
+    plugins, a kubeconfig file beside it, and this checkout on PYTHONPATH."""
+    pytester.makeconftest('pytest_plugins = ["fixtures.options", "fixtures.reporting"]\n')
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    for name, text in files.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (pytester.path / "kubeconfig").write_text(kubeconfig)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    return pytester

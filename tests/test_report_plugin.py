@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from clusterproof import catalog
+from conftest import plugin_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -419,14 +420,8 @@ CHAIN_MSG = ("skipped blaming NODE-006, but NODE-006 passed in this run: the clu
 @pytest.fixture
 def chain_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """DNS-001 always skips blaming NODE-006; NODE-006 fails only under FAKE_FAULT=coredns."""
-    pytester.makeconftest('pytest_plugins = ["fixtures.options", "fixtures.reporting"]\n')
-    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
-    (pytester.path / "suites" / "network").mkdir(parents=True)
-    (pytester.path / "suites" / "network" / "test_chain.py").write_text(CHAIN)
-    (pytester.path / "kubeconfig").write_text(KUBECONFIG)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.delenv("FAKE_FAULT", raising=False)
-    return pytester
+    return plugin_suite(pytester, monkeypatch, {"suites/network/test_chain.py": CHAIN}, KUBECONFIG)
 
 
 def test_a_broken_skip_chain_fails_the_run_in_every_file(chain_suite: pytest.Pytester) -> None:

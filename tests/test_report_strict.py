@@ -8,6 +8,7 @@ import pytest
 
 from clusterproof.results import Outcome, RunResult, TargetResult
 from clusterproof.verdict import Verdict
+from conftest import plugin_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 WARN_CHECK = '''
@@ -58,12 +59,7 @@ def test_strict_without_warnings_still_passes() -> None:
 @pytest.mark.parametrize(("args", "verdict", "rc"), [((), "PASS", 0), (("--strict",), "FAIL", 1)])
 def test_plugin_strict_sign_off_and_exit_status(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
                                                 args: tuple[str, ...], verdict: str, rc: int) -> None:
-    pytester.makeconftest('pytest_plugins = ["fixtures.options", "fixtures.reporting"]\n')
-    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
-    (pytester.path / "suites" / "host").mkdir(parents=True)
-    (pytester.path / "suites" / "host" / "test_fake_kubeadm.py").write_text(WARN_CHECK)
-    (pytester.path / "kubeconfig").write_text(KUBECONFIG)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    plugin_suite(pytester, monkeypatch, {"suites/host/test_fake_kubeadm.py": WARN_CHECK}, KUBECONFIG)
     result = pytester.runpytest_subprocess("--kubeconfig", str(pytester.path / "kubeconfig"), *args, timeout=120)
     doc = json.loads((pytester.path / "reports" / "summary.json").read_text())
     assert doc["verdict"] == verdict, doc["verdict_reason"]
