@@ -133,7 +133,7 @@ _CHECKS = [
           "systemctl enable --now kubelet; journalctl -u kubelet -n 50",
           faults=(Fault("kubelet-port", "10350", "tb-node-2"),)),
     Check("HOST-011", "host", _HOST + "test_host_kubeadm.py::test_node_name_resolves",
-          "The node's name (and its hostname) MUST resolve to an address on the node (getent hosts).",
+          "The node's name (and its hostname) MUST resolve to an address on the node (getent ahosts).",
           "kubeadm warns and tools on the node that look up their own name (kubeadm join, some CNIs, "
           "certificate SANs) stall on DNS timeouts or pick no address.",
           "add '<node IP> <node name>' to /etc/hosts on the node, or a DNS record for the name",

@@ -130,6 +130,10 @@ def runtime_version(version: Answer) -> str | None:
     return f"{name}://{ver}" if name else None
 
 
+# What a kubelet reports as containerRuntimeVersion when its Version call to the runtime failed.
+UNKNOWN_RUNTIME = "://Unknown"
+
+
 def judge_runtime_matches(host: str, node: NodeFacts | None, cri: str | None, sock: str) -> Verdict:
     """CRI-003: the runtime on the socket is the one the node reports in status.nodeInfo.containerRuntimeVersion.
 
@@ -142,6 +146,12 @@ def judge_runtime_matches(host: str, node: NodeFacts | None, cri: str | None, so
                                blames="CRI-002")
     subject, expected = f"container runtime of node {node.name}", f"{node.runtime_version} (node status)"
     observed = f"{cri} (CRI Version on unix://{sock})"
+    if node.runtime_version.endswith(UNKNOWN_RUNTIME):
+        return Verdict.failed(subject, f"the version the runtime on unix://{sock} answers, {cri}",
+                              f"{node.runtime_version} in the node's status, still after two status updates: the "
+                              "kubelet's own Version calls to its runtime fail",
+                              "read the kubelet's log for the runtime errors (journalctl -u kubelet) and check its "
+                              "containerRuntimeEndpoint names this socket")
     if parse_runtime(cri) != node.runtime:
         return Verdict.failed(subject, expected, observed,
                               "restart the kubelet so it reports the runtime it talks to (systemctl restart kubelet), "

@@ -30,13 +30,16 @@ _KUBEADM_LINE = re.compile(r"^\s*\[(WARNING|ERROR) ([^\]]+)\]:\s*(.*)$")
 # ------------------------------------------------------------------ HOST-011: the node's name resolves
 
 def judge_hostname(host: str, name: str, rc: int, output: str) -> Verdict:
-    """HOST-011: `getent hosts NAME` on the node answers with an address."""
-    addresses = [line.split()[0] for line in output.splitlines() if line.split()]
+    """HOST-011: `getent ahosts NAME` on the node answers with an address.
+
+    `ahosts` asks getaddrinfo for any family, as kubeadm's lookup does; `getent hosts` asks for IPv6 first and, on a
+    node whose /etc/hosts has only an IPv4 line, waits out every DNS server's timeout before it answers."""
+    addresses = list(dict.fromkeys(line.split()[0] for line in output.splitlines() if line.split()))
     subject = f"node name {name} on {host}"
     if rc == 0 and addresses:
-        return Verdict.passed(subject, "resolves (getent hosts)", ", ".join(addresses))
-    return Verdict.warned(subject, "resolves to an address (getent hosts, as kubeadm's Hostname check looks it up)",
-                          f"does not resolve (getent hosts exit {rc})",
+        return Verdict.passed(subject, "resolves (getent ahosts)", ", ".join(addresses))
+    return Verdict.warned(subject, "resolves to an address (getent ahosts, as kubeadm's Hostname check looks it up)",
+                          f"does not resolve (getent ahosts exit {rc})",
                           f"add '<node IP> {name}' to /etc/hosts on {host} (or a DNS record for {name})")
 
 

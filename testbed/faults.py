@@ -84,6 +84,21 @@ def _runtime_stop(node: net.Node, value: str | None) -> None:
 
 def _runtime_start(node: net.Node, saved: str | None) -> None:
     start_containerd(node)
+    _wait_runtime_reported(node)
+
+
+def _restart_containerd(node: net.Node) -> None:
+    proc.stop(f"{node.name}-containerd", timeout=10)
+    start_containerd(node)
+    _wait_runtime_reported(node)
+
+
+def _wait_runtime_reported(node: net.Node) -> None:
+    """Until the node's status names its runtime's version again. A kubelet status update that ran while containerd
+    was down wrote `containerd://Unknown` (its Version call failed); the next one, up to 10 s later, corrects it.
+    Any such write was sent before containerd answered again, so one second after, the node shows which it is."""
+    time.sleep(1)
+    _wait_node_field_not(node, "{.status.nodeInfo.containerRuntimeVersion}", "://Unknown", 60)
 
 
 def _runtime_freeze(node: net.Node, value: str | None) -> None:
@@ -105,8 +120,7 @@ def _socket_remove(node: net.Node, value: str | None) -> None:
 
 
 def _socket_restore(node: net.Node, saved: str | None) -> None:
-    proc.stop(f"{node.name}-containerd", timeout=10)
-    start_containerd(node)
+    _restart_containerd(node)
 
 
 def _kube_proxy_stop(node: net.Node, value: str | None) -> None:
@@ -236,6 +250,11 @@ def _restart_kubelet(node: net.Node, exe: Any = None, extra: tuple[str, ...] = (
 
 def _node_field(node: net.Node, jsonpath: str) -> str:
     return kubectl("get", "node", node.name, "-o", f"jsonpath={jsonpath}", check=False).stdout.strip()
+
+
+def _wait_node_field_not(node: net.Node, jsonpath: str, suffix: str, timeout: float) -> None:
+    wait(f"{node.name} {jsonpath} not ending in {suffix}",
+         lambda: (lambda v: bool(v) and not v.endswith(suffix))(_node_field(node, jsonpath)), timeout, 1)
 
 
 def _wait_node_field(node: net.Node, jsonpath: str, want: str, timeout: float = 90) -> None:
@@ -517,16 +536,14 @@ def _runtime_unshare(node: net.Node, value: str | None) -> str:
     if table not in old:
         raise TestbedError(f"{conf} has no runc runtime table", code=6)
     conf.write_text(old.rstrip("\n") + f'\n{table[:-1]}.options]\n  BinaryName = "{wrapper}"\n')
-    proc.stop(f"{node.name}-containerd", timeout=10)
-    start_containerd(node)
+    _restart_containerd(node)
     return old
 
 
 def _runtime_unshare_heal(node: net.Node, saved: str | None) -> None:
     if saved:
         (node_dir(node) / "containerd.toml").write_text(saved)
-    proc.stop(f"{node.name}-containerd", timeout=10)
-    start_containerd(node)
+    _restart_containerd(node)
     (node_dir(node) / "runc-unshare").unlink(missing_ok=True)
 
 
@@ -564,15 +581,13 @@ def _cgroup_driver_mismatch(node: net.Node, value: str | None) -> str:
     conf = node_dir(node) / "containerd.toml"
     old = conf.read_text()
     conf.write_text(configs.containerd_toml(systemd_cgroup=True))
-    proc.stop(f"{node.name}-containerd", timeout=10)
-    start_containerd(node)
+    _restart_containerd(node)
     return old
 
 
 def _cgroup_driver_restore(node: net.Node, saved: str | None) -> None:
     (node_dir(node) / "containerd.toml").write_text(saved or configs.containerd_toml())
-    proc.stop(f"{node.name}-containerd", timeout=10)
-    start_containerd(node)
+    _restart_containerd(node)
 
 
 # The course app broken the way its users break it, applied with kubectl to whatever hello-python a suite run

@@ -82,6 +82,14 @@ def nodes_ready() -> bool:
         for n in items)
 
 
+def runtimes_reported() -> bool:
+    """Every node's status names its runtime's version (not `RUNTIME://Unknown`, which a kubelet writes while its
+    runtime does not answer, until its next status update)."""
+    r = kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.containerRuntimeVersion}", check=False)
+    found = r.stdout.split() if r.returncode == 0 else []
+    return len(found) == NODE_COUNT and not any(v.endswith("://Unknown") for v in found)
+
+
 def coredns_available() -> bool:
     r = kubectl("-n", "kube-system", "get", "deploy", "coredns", "-o", "json", check=False)
     if r.returncode != 0:

@@ -122,8 +122,9 @@ def settle(fault: catalog.Fault) -> None:
 
 
 def wait_healed() -> None:
-    kube.wait("the testbed to be healthy again (nodes Ready, CoreDNS available)",
-              lambda: kube.apiserver_ready() and kube.nodes_ready() and kube.coredns_available(), HEAL_TIMEOUT,
+    kube.wait("the testbed to be healthy again (nodes Ready and reporting their runtime, CoreDNS available)",
+              lambda: kube.apiserver_ready() and kube.nodes_ready() and kube.runtimes_reported()
+              and kube.coredns_available(), HEAL_TIMEOUT,
               interval=1.0)
 
 

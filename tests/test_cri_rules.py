@@ -121,6 +121,9 @@ def test_judge_runtime_matches() -> None:
     assert silent.status == "skip" and silent.blames == "CRI-002"
     unknown = cri.judge_runtime_matches(HOST, None, None, "")
     assert unknown.status == "skip" and unknown.blames is None and "--kubeconfig" in unknown.reason
+    # a kubelet whose Version calls fail reports RUNTIME://Unknown: a failure that says so, not a version mismatch
+    lost = cri.judge_runtime_matches(HOST, runtime(version="containerd://Unknown"), "containerd://1.7.20", SOCK)
+    assert lost.status == "fail" and "kubelet's own Version calls" in lost.observed and "kubelet's log" in lost.fix
 
 
 def test_judge_dockershim() -> None:

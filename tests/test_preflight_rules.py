@@ -34,6 +34,9 @@ def test_parse_kubeadm_lines_and_worst_level() -> None:
 def test_hostname() -> None:
     ok = preflight.judge_hostname("ssh://n1", "n1", 0, "198.19.0.11     n1\n")
     assert ok.status == Status.PASS and ok.observed == "198.19.0.11"
+    # getent ahosts prints each address once per socket type; each address is named once
+    ahosts = "198.19.0.11     STREAM n1\n198.19.0.11     DGRAM  \n198.19.0.11     RAW    \nfd00::b STREAM n1\n"
+    assert preflight.judge_hostname("ssh://n1", "n1", 0, ahosts).observed == "198.19.0.11, fd00::b"
     bad = preflight.judge_hostname("ssh://n1", "n1", 2, "")
     assert bad.status == Status.WARN
     assert "n1" in bad.message and "/etc/hosts" in bad.fix and "exit 2" in bad.observed

@@ -23,13 +23,13 @@ KUBELET_CMDLINE = ("me=$(readlink /proc/self/ns/mnt); for d in /proc/[0-9]*; do 
 
 @pytest.mark.check("HOST-011")
 def test_node_name_resolves(node_host):
-    """`getent hosts` for the node's name (kubeadm's nodeName) and the host's own hostname."""
+    """`getent ahosts` for the node's name (kubeadm's nodeName) and the host's own hostname."""
     own = node_host.run("hostname").stdout.strip()
     names = list(dict.fromkeys(n for n in (node_host.node, own) if n))
     verdicts = []
     for name in names:
-        r = node_host.run(f"getent hosts {shlex.quote(name)}")
-        evidence(f"{node_host.id}: getent hosts {name}", r.evidence())
+        r = node_host.run(f"getent ahosts {shlex.quote(name)}")
+        evidence(f"{node_host.id}: getent ahosts {name}", r.evidence())
         verdicts.append(preflight.judge_hostname(node_host.id, name, r.rc, r.stdout))
     bad = [v for v in verdicts if v.status != "pass"]
     apply(bad[0] if bad else verdicts[0])
