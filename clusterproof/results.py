@@ -27,6 +27,11 @@ class Outcome(enum.StrEnum):
     XPASSED = "xpassed"
 
 
+# The process's exit status when every check that ran passed but the sign-off is INCOMPLETE (an owner deselected, no
+# check ran to a verdict): a run that cannot sign the cluster off must not exit 0 (pytest's own codes are 0..5; bad
+# input is 10..14).
+EXIT_INCOMPLETE = 15
+
 BAD = (Outcome.FAILED, Outcome.ERROR)
 GOOD = (Outcome.PASSED, Outcome.WARNED, Outcome.XFAILED)
 _RANK = {o: i for i, o in enumerate((Outcome.ERROR, Outcome.FAILED, Outcome.WARNED, Outcome.XPASSED,
@@ -276,7 +281,7 @@ class RunResult:
             return "FAIL", f"{n} check{'s' if n != 1 else ''} failed or errored"
         if self.notes:
             return "INCOMPLETE", "; ".join(self.notes)
-        if self.exitstatus not in (0, 1, None):
+        if self.exitstatus not in (0, 1, None, EXIT_INCOMPLETE):
             return "INCOMPLETE", f"the run ended early (pytest exit status {self.exitstatus})"
         if not any(t.outcome in GOOD for t in targets):
             return "INCOMPLETE", "no check ran to a verdict"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from clusterproof import catalog
+from clusterproof.results import EXIT_INCOMPLETE
 from conftest import plugin_suite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -472,6 +473,8 @@ def test_a_skip_whose_owner_was_deselected_says_so(chain_suite: pytest.Pytester)
     result.assert_outcomes(skipped=1, deselected=1)
     doc = load_summary(chain_suite)
     assert doc["verdict"] == "INCOMPLETE"
+    # a run that cannot sign off does not exit 0: its own status, and the file says the same
+    assert result.ret == EXIT_INCOMPLETE and doc["exitstatus"] == EXIT_INCOMPLETE
     assert doc["notes"] == ["DNS-001 skipped blaming NODE-006, but NODE-006 was not run (deselected): run NODE-006 "
                             "too to know whether the skip stands"]
     dns = by_id(doc)["DNS-001"][0]
