@@ -140,6 +140,10 @@ def run_suite(kubeconfig: Path, ssh_key: Path, report_dir: Path, workers: int, t
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+# How much of each failure's message a row keeps: enough for its object, expected, observed and fix.
+MESSAGE_CHARS = 4000
+
+
 def read(run: FaultRun, summary: dict) -> None:
     """Each check's outcome (its worst target, as the result tree folds it) and its first failure's message."""
     run.sign_off = summary.get("verdict", "")
@@ -153,7 +157,8 @@ def read(run: FaultRun, summary: dict) -> None:
         bad = next((t for t in c.targets if t.outcome in broken), None)
         if bad is not None:
             v = bad.verdict
-            run.failed[cid] = (bad.message or (v.reason or v.observed if v else "") or str(bad.outcome))[:300]
+            text = v.message if v is not None and bad.outcome == Outcome.WARNED else bad.message
+            run.failed[cid] = (text or (v.reason or v.observed if v else "") or str(bad.outcome))[:MESSAGE_CHARS]
 
 
 def run_matrix(tb, only: str | None = None, workers: int = 2, log: Callable[[str], None] = print) -> list[FaultRun]:

@@ -1,44 +1,13 @@
-"""Helpers for the testbed tests of the NODE/CNI/DNS/POD checks: run them, read summary.json, wait on the cluster."""
+"""Helpers for the testbed tests of the NODE/CNI/DNS/POD checks: run them and read summary.json."""
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import subprocess
 import time
 from collections.abc import Callable
 
 from conftest import ROOT, run_suite
 
 SUITES = ("suites/nodes", "suites/network", "suites/pods")
-
-
-_ENV = {**os.environ, "HOME": pwd.getpwuid(os.getuid()).pw_dir}  # pytester changes HOME
-
-
-def kubectl(testbed: dict, *args: str, timeout: float = 30) -> str:
-    p = subprocess.run(["kubectl", "--kubeconfig", testbed["kubeconfig"], *args], capture_output=True, text=True,
-                       timeout=timeout, check=False, env=_ENV)
-    return p.stdout
-
-
-def wait_until(what: str, cond: Callable[[], bool], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"testbed: timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(2)
-
-
-def node_ready(testbed: dict, node: str) -> bool:
-    return kubectl(testbed, "get", "node", node, "-o",
-                   "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}").strip() == "True"
-
-
-def dns_endpoints(testbed: dict) -> int:
-    out = kubectl(testbed, "-n", "kube-system", "get", "endpointslices", "-l", "kubernetes.io/service-name=kube-dns",
-                  "-o", "jsonpath={range .items[*].endpoints[*]}{.conditions.ready}{\"\\n\"}{end}")
-    return sum(1 for line in out.splitlines() if line.strip() == "true")
 
 
 class Run:

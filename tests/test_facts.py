@@ -224,3 +224,58 @@ def test_every_node_is_a_host_and_one_without_ip_errors_saying_so(pytester: pyte
                             "host ssh://n-noip: node n-noip has no InternalIP in status.addresses to reach it over "
                             "SSH; fix: pass --hosts ssh://user@address for that node, or --host-transport=pod"])
     assert r.ret == kube.EXIT_SSH
+
+
+MARKED = '''
+import pytest
+
+
+@pytest.mark.host
+def test_host_reached(node_host):
+    pass
+
+
+@pytest.mark.nodes
+def test_nodes_only():
+    pass
+'''
+
+
+@pytest.mark.parametrize(("markexpr", "collected", "deselected"), [
+    (None, ["test_host_reached[ssh://n-down]", "test_host_reached[ssh://n-noip]", "test_nodes_only"], 0),
+    ("not host", ["test_nodes_only"], 1),   # the host check as one item, not one per host
+    ("nodes or (host and not nodes)", ["test_host_reached[ssh://n-down]", "test_host_reached[ssh://n-noip]",
+                                       "test_nodes_only"], 0),
+])
+def test_a_host_check_that_m_deselects_is_not_expanded_per_host(pytester: pytest.Pytester, monkeypatch,
+                                                                  markexpr, collected, deselected) -> None:
+    """Many nodes x host checks are many items: -m that rules a host check out leaves one item, not one per host."""
+    pytester.makeconftest(textwrap.dedent(SEED))
+    pytester.makepyfile(test_check=MARKED)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    args = ["-p", "no:cacheprovider", "-p", "no:randomly", "--collect-only", "-q",
+            "-W", "ignore::pytest.PytestAssertRewriteWarning", *(["-m", markexpr] if markexpr else [])]
+    r = pytester.runpytest_subprocess(*args, timeout=120)
+    got = sorted(line.split("::", 1)[1] for line in r.stdout.lines if "::" in line)
+    assert got == collected, r.stdout.str()
+    assert r.parseoutcomes().get("deselected", 0) == deselected, r.stdout.str()
+
+
+@pytest.mark.parametrize(("expr", "names", "ruled_out"), [
+    ("not host", {"host", "check"}, True),
+    ("not host", {"nodes"}, False),
+    ("nodes or (gpu and not slow)", {"host", "check", "timeout"}, True),
+    ("nodes or (gpu and not slow)", {"gpu", "slow"}, True),
+    ("nodes or (gpu and not slow)", {"gpu"}, False),
+    ("not (host or runtime)", {"runtime"}, True),
+    ("not not host", {"host"}, False),
+    ("host and", {"nodes"}, False),                 # a syntax error is pytest's to report
+    ("(host", {"nodes"}, False),
+    ("check(ID='HOST-001')", {"check"}, False),     # marker arguments: pytest decides
+    ("host or nodes(x=1)", {"gpu"}, False),
+    ("host == 1", {"gpu"}, False),
+])
+def test_mark_expression_rules_out(expr, names, ruled_out) -> None:
+    from fixtures.hosts import mark_expression_rules_out
+
+    assert mark_expression_rules_out(expr, names) is ruled_out

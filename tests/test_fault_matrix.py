@@ -17,6 +17,37 @@ from testbed import matrix
 
 FAULTS = list(matrix.plan())
 
+# What the owners' messages say under a fault, beyond "expected" and "fix" (every owner's message has those): the
+# object, the value observed, the command that fixes it. The fault's row in the matrix asserts them.
+MESSAGES: dict[str, dict[str, tuple[str, ...]]] = {
+    "taint --node tb-node-2": {"NODE-005": (
+        "tb-node-2", "clusterproof.io/fault=true:NoSchedule",
+        "kubectl taint nodes tb-node-2 clusterproof.io/fault:NoSchedule-")},
+    "coredns-scale-zero": {"NODE-006": (
+        "kube-system/coredns", "scaled to 0", "kubectl -n kube-system scale deployment coredns --replicas=2")},
+    "cni-config-remove --node tb-node-2": {"CNI-002": ("node tb-node-2", "/etc/cni/net.d")},
+    "kube-proxy-stop --node tb-node-2": {"APP-003": ("tb-node-2",), "APP-004": ("node tb-node-2", "fix: kube-proxy")},
+    "app-break --value selector": {"APP-006": ("matches no pod",)},
+    "app-break --value unready": {"APP-001": ("without becoming ready", "404")},
+    "cri-socket-remove --node tb-node-2": {"CRI-001": (
+        "CRI socket on ssh://tb-node-2: expected a socket at one of /run/containerd/containerd.sock",)},
+    "runtime-stop --node tb-node-2": {"CRI-001": ("on ssh://tb-node-2",), "NODE-001": ("tb-node-2 Ready=False",)},
+    "sysctl --node tb-node-2 --value net.ipv4.ip_forward=0": {"HOST-003": (
+        "net.ipv4.ip_forward on ssh://tb-node-2: expected 1, observed 0",)},
+    "sysctl-persist-remove --node tb-node-2": {"HOST-005": ("net.ipv4.ip_forward persisted on ssh://tb-node-2: "
+                                                            "expected 1",)},
+    "fstab-swap --node tb-node-2": {"HOST-008": ("/etc/fstab on ssh://tb-node-2: expected no active swap entry",)},
+    "gpu-plugin-stop": {"GPU-001": ("GPU advertisement on 1 GPU node(s): expected every GPU allocatable and healthy",
+                                    "tb-node-2: nvidia.com/gpu allocatable 0 of capacity", "device plugin")},
+}
+
+
+def test_message_expectations_name_faults_of_the_plan() -> None:
+    planned = {str(f): owners for f, owners in matrix.plan().items()}
+    for fault, checks in MESSAGES.items():
+        assert fault in planned, fault
+        assert set(checks) <= set(planned[fault]), (fault, planned[fault])
+
 
 def test_plan_covers_every_fault_the_catalog_names() -> None:
     named = {f for c in catalog.CATALOG.values() for f in c.faults}
@@ -91,6 +122,12 @@ def test_fault_fails_its_owners_and_nothing_undeclared(testbed, testbed_api, fau
     assert run.sign_off == ("FAIL" if hard else "PASS"), run.outcomes
     assert sorted(set(run.owners) - set(run.failed)) == [], f"owners that did not fail: {run.outcomes}"
     assert run.unexpected == [], {k: run.failed[k] for k in run.unexpected}
+    # each owner says what it expected, what it saw and the fix (a check that timed out or crashed says neither)
+    for owner in run.owners:
+        msg = run.failed[owner]
+        assert "expected" in msg and "fix" in msg and "Traceback" not in msg, (owner, msg)
+        for text in MESSAGES.get(str(fault), {}).get(owner, ()):
+            assert text in msg, (owner, text, msg)
 
 
 def test_runs_round_trip_through_json_and_newest_wins() -> None:
