@@ -316,16 +316,14 @@ def test_sigterm_reaches_pytest_as_ctrl_c(tmp_path: Path, monkeypatch) -> None:
     reports = tmp_path / "reports"
 
     def terminate_when_started() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not list(reports.glob("*/started")):
+        # the signal goes to a started child; one it never reaches sleeps its 60 s and exits 0, failing the asserts
+        while not list(reports.glob("*/started")):
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
     before = signal.getsignal(signal.SIGTERM)
     threading.Thread(target=terminate_when_started, daemon=True).start()
-    t0 = time.monotonic()
     result = nightly.run(reports, 5, [], kubeconfig="/k", echo=lambda _m: None)
-    assert time.monotonic() - t0 < 30
     assert result.exitstatus == 2 and result.summary is not None and result.summary["verdict"] == "INCOMPLETE"
     assert (result.folder / "metrics.prom").exists()
     assert signal.getsignal(signal.SIGTERM) == before
