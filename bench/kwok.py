@@ -1,6 +1,7 @@
 """Benchmark the suite's API-level checks against many simulated nodes (kwok), with the report it renders.
 
-    python bench/kwok.py [--nodes 2,500] [--gpu-every 10] [--chromium-runs 3] [-- EXTRA PYTEST ARGS]
+    python bench/kwok.py [--nodes 2,500] [--runs 3] [--chromium-runs 3] [--gpu-every 10] [--keep-reports DIR]
+                         [-- EXTRA PYTEST ARGS]
 
 Builds kwok (sigs.k8s.io/kwok v0.8.0, `go install`, cached in ~/.cache/clusterproof/go/gobin-kwok) once, starts
 a control plane of its own on 127.0.0.1 (etcd, kube-apiserver, kube-controller-manager, kube-scheduler from the
@@ -12,11 +13,12 @@ For each N it makes the cluster have N fake nodes (one control plane with its ta
 Deployment whose pods kwok "runs"), then runs the suite's API-level checks: the nodes area and the GPU checks that
 only read Node objects (`-m "nodes or (gpu and not slow)"` over suites/: host and runtime checks need a real
 host, the slow GPU checks a real pod), with report.html (pytest-html, self-contained), junit.xml and summary.json.
-It measures the pytest run's wall time, the time per area (summed check durations from summary.json),
-report.html's size, and headless Chromium opening report.html (wall time of the chromium process, --dump-dom,
-a fresh profile each time). It prints a table, the ratio of the largest N's wall time to the smallest's
-(issue 12's target: under 2x) and whether Chromium opened each report under 3 s. It asserts nothing: a
-verdict that fails on fake nodes is listed, not an error.
+It measures the pytest run's wall time (median of --runs), the time per area (summed check durations from
+summary.json), report.html's size, and headless Chromium opening report.html (wall time of the chromium process,
+--dump-dom until pytest-html's script has built the results table, a fresh profile each time; median of
+--chromium-runs). It prints a table, the ratio of the largest N's wall time to the smallest's (issue 12's target:
+under 2x) and whether Chromium opened each report under 3 s. It asserts nothing: a verdict that fails on fake
+nodes is listed, not an error. The machine is shared: the medians keep one slow moment from deciding.
 
 Everything it starts is stopped and its temporary directory removed at the end, on an error, on Ctrl-C and on
 SIGTERM/SIGHUP.
@@ -116,6 +118,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     ap = _Parser(prog="bench/kwok.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=node_counts, default=[2, 500], help="node counts to measure (default 2,500)")
     ap.add_argument("--gpu-every", type=positive_int, default=10, help="every Nth worker is a GPU node (default 10)")
+    ap.add_argument("--runs", type=positive_int, default=3,
+                    help="pytest runs per node count; the median wall time is shown (default 3)")
     ap.add_argument("--chromium-runs", type=positive_int, default=3,
                     help="times Chromium opens each report; the median is shown (default 3)")
     ap.add_argument("--keep-reports", metavar="DIR", default=None,
@@ -375,7 +379,8 @@ class ControlPlane:
                   "--leader-elect=false", "--bind-address=127.0.0.1", "--profiling=false", "--v=0"]
         self.procs.start("kube-controller-manager", [
             str(b / "kube-controller-manager"), *common, f"--secure-port={kcm_port}",
-            "--controllers=deployment-controller,replicaset-controller,serviceaccount-controller,namespace-controller",
+            "--controllers=deployment-controller,replicaset-controller,serviceaccount-controller,namespace-controller,"
+            "node-lifecycle-controller",
             f"--service-account-private-key-file={p}/sa.key", f"--root-ca-file={p}/ca.crt"])
         self.procs.start("kube-scheduler", [str(b / "kube-scheduler"), *common, f"--secure-port={sched_port}"])
         home = self.tmp / "kwok-home"   # kwok reads ~/.kwok/kwok.yaml by default: not the user's
@@ -466,8 +471,9 @@ def node_body(i: int, gpu_every: int) -> dict[str, Any]:
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": kubelet,
                          "kubeProxyVersion": kubelet, "containerRuntimeVersion": "containerd://2.1.4",
+                         # kwok's template writes these unquoted: none may read as a YAML number
                          "kernelVersion": "6.1.0-41-amd64", "osImage": "Debian GNU/Linux 12 (bookworm)",
-                         "machineID": f"{i:032x}", "systemUUID": f"{i:08x}-0000-4000-8000-{i:012x}",
+                         "machineID": f"c1{i:030x}", "systemUUID": f"{i:08x}-0000-4000-8000-{i:012x}",
                          "bootID": f"{i:08x}-b007-4000-8000-{i:012x}"},
         },
     }
@@ -535,6 +541,18 @@ class Cluster:
             return f"CoreDNS {d.status.available_replicas or 0}/{d.spec.replicas} available"
         return None
 
+    def wait_settled(self, procs: Procs, timeout: float) -> None:
+        last = ["not asked yet"]
+
+        def done() -> bool:
+            last[0] = self.settled() or ""
+            return not last[0]
+
+        try:
+            wait_until(f"{self.count} nodes Ready and CoreDNS available", done, timeout, procs, interval=1.0)
+        except Stop as exc:
+            raise Stop(f"{exc} (last seen: {last[0]})") from None
+
 
 # ------------------------------------------------------------------ one measurement
 
@@ -551,20 +569,25 @@ def short_outcomes(doc: dict[str, Any]) -> str:
     return "; ".join(parts) or "no checks"
 
 
-def measure(procs: Procs, cp: ControlPlane, n: int, out: Path, chromium_runs: int, extra: list[str],
+def measure(procs: Procs, cp: ControlPlane, n: int, out: Path, runs: int, chromium_runs: int, extra: list[str],
             keep: Path | None) -> dict[str, Any]:
+    """RUNS pytest runs (the median wall time counts; the last run's files are measured), then Chromium."""
     out.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLUSTERPROOF_") and k != "KUBECONFIG"}
     argv = [sys.executable, "-m", "pytest", "suites", "-m", SELECTION, "-q", "--no-progress",
             "--kubeconfig", str(cp.kubeconfig), "--report-dir", str(out),
             "--html", str(out / "report.html"), "--self-contained-html", *extra]
-    res, wall = procs.run(f"pytest-{n}", argv, 1800, cwd=ROOT, env=env, capture_output=True, text=True)
-    last = (res.stdout.strip().splitlines() or ["(no output)"])[-1]
-    say(f"  pytest exit {res.returncode} in {wall:.1f} s: {last}")
+    walls = []
+    for _ in range(runs):
+        res, wall = procs.run(f"pytest-{n}", argv, 1800, cwd=ROOT, env=env, capture_output=True, text=True)
+        walls.append(wall)
+        last = (res.stdout.strip().splitlines() or ["(no output)"])[-1]
+        say(f"  pytest exit {res.returncode} in {wall:.1f} s: {last}")
     summary = out / "summary.json"
     html = out / "report.html"
     if not summary.is_file() or not html.is_file():
-        raise Stop(f"the {n}-node run wrote no report ({res.stdout.strip()[-300:]} {res.stderr.strip()[-300:]})")
+        said = " ".join(f"{res.stdout} {res.stderr}".split())
+        raise Stop(f"the {n}-node run (pytest exit {res.returncode}) wrote no report: {said[-300:]}")
     doc = json.loads(summary.read_text())
     areas: dict[str, float] = collections.defaultdict(float)
     for c in doc.get("checks") or []:
@@ -576,7 +599,8 @@ def measure(procs: Procs, cp: ControlPlane, n: int, out: Path, chromium_runs: in
                                          "--virtual-time-budget=5000", "--dump-dom", html.resolve().as_uri()],
                             120, capture_output=True, text=True)
         shutil.rmtree(profile, ignore_errors=True)
-        if r.returncode != 0 or 'id="results-table"' not in r.stdout:
+        # pytest-html's script builds the results table from the page's data: a row there means it rendered
+        if r.returncode != 0 or 'data-check="NODE-001"' not in r.stdout:
             raise Stop(f"chromium did not render {html} (exit {r.returncode}): {r.stderr.strip()[-300:]}")
         opens.append(took)
     if keep is not None:
@@ -585,8 +609,9 @@ def measure(procs: Procs, cp: ControlPlane, n: int, out: Path, chromium_runs: in
         for name in ("report.html", "summary.json", "junit.xml"):
             if (out / name).is_file():
                 shutil.copy2(out / name, dest / name)
-    row = {"nodes": n, "wall": wall, "areas": dict(areas), "bytes": html.stat().st_size,
-           "chromium": statistics.median(opens), "chromium_all": opens, "exit": res.returncode,
+    row = {"nodes": n, "wall": statistics.median(walls), "walls": walls, "areas": dict(areas),
+           "bytes": html.stat().st_size, "chromium": statistics.median(opens), "chromium_all": opens,
+           "exit": res.returncode,
            "verdict": doc.get("verdict"), "outcomes": short_outcomes(doc), "items": doc.get("totals", {})}
     say("  areas: " + ", ".join(f"{a} {s:.2f} s" for a, s in sorted(areas.items())) +
         f"; report.html {row['bytes']:,} bytes; chromium " + ", ".join(f"{x:.2f}" for x in opens) + " s")
@@ -606,12 +631,14 @@ def table(rows: list[dict[str, Any]]) -> None:
     if len(rows) > 1:
         lo, hi = rows[0], rows[-1]
         ratio = hi["wall"] / lo["wall"]
-        say(f"\nAPI-level checks, {hi['nodes']} nodes vs {lo['nodes']}: {hi['wall']:.1f} s / {lo['wall']:.1f} s = "
+        say(f"\nAPI-level checks (median pytest wall time of {len(hi['walls'])} run(s)), {hi['nodes']} nodes vs "
+            f"{lo['nodes']}: {hi['wall']:.1f} s / {lo['wall']:.1f} s = "
             f"{ratio:.2f}x (target under {RATIO_TARGET:.0f}x: {'met' if ratio < RATIO_TARGET else 'NOT met'})")
     for r in rows:
-        ok = max(r["chromium_all"]) < CHROMIUM_TARGET_S
-        say(f"Chromium opened the {r['nodes']}-node report in {r['chromium']:.2f} s (median; slowest "
-            f"{max(r['chromium_all']):.2f} s): {'under' if ok else 'NOT under'} {CHROMIUM_TARGET_S:.0f} s")
+        ok = r["chromium"] < CHROMIUM_TARGET_S
+        say(f"Chromium opened the {r['nodes']}-node report in {r['chromium']:.2f} s (median of "
+            f"{len(r['chromium_all'])}; slowest {max(r['chromium_all']):.2f} s): "
+            f"{'under' if ok else 'NOT under'} {CHROMIUM_TARGET_S:.0f} s")
 
 
 # ------------------------------------------------------------------ main
@@ -645,13 +672,12 @@ def main(argv: list[str]) -> int:
                 cluster.shrink_to(n)
             made = cluster.grow_to(n)
             t = time.monotonic()
-            wait_until(f"{n} nodes Ready and CoreDNS available", lambda: cluster.settled() is None,
-                       120 + n / 2, procs, interval=1.0)
+            cluster.wait_settled(procs, 120 + n / 2)
             gpus = sum(gpu_kind(i, args.gpu_every) is not None for i in range(n))
             say(f"{n} nodes ({gpus} with GPUs, 1 control plane): created in {made:.1f} s, Ready "
                 f"{time.monotonic() - t:.1f} s later; running pytest suites -m {SELECTION!r}")
             cluster.refresh_handshakes()
-            rows.append(measure(procs, cp, n, tmp / f"reports-{n}", args.chromium_runs, extra, keep))
+            rows.append(measure(procs, cp, n, tmp / f"reports-{n}", args.runs, args.chromium_runs, extra, keep))
             procs.check_alive()
         table(rows)
         return 0
@@ -669,6 +695,8 @@ if __name__ == "__main__":
     except Stop as exc:
         sys.exit(f"bench/kwok.py: {exc}")
     except KeyboardInterrupt:
-        sys.exit("bench/kwok.py: interrupted; everything it started was stopped and its files removed")
+        print("bench/kwok.py: interrupted; everything it started was stopped and its files removed", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
     except Interrupted as exc:
-        sys.exit(f"bench/kwok.py: {exc}; everything it started was stopped and its files removed")
+        print(f"bench/kwok.py: {exc}; everything it started was stopped and its files removed", file=sys.stderr)
+        sys.exit(128 + signal.Signals[str(exc)])
