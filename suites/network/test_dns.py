@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ _PY = ("import socket, sys\n"
        "    print('lookup failed: %s' % e); sys.exit(2)\n")
 _IP = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b|\b[0-9a-f]*:[0-9a-f:]+\b", re.IGNORECASE)
 SERVICE = "dns-target"
+LOOKUPS_AT_ONCE = 8   # lookups in flight (one exec each): nodes x names, bounded for large clusters
 
 
 @dataclass
@@ -136,19 +138,31 @@ def _verdict(rows: list[str], subject: str, expected: str, fix: str, checked: in
                           + (f"; not checked: {'; '.join(left_out)}" if left_out else ""))
 
 
-def _resolve_everywhere(core_v1, namespace: str, node_probes: dict[str, str], name: str, fqdn: str,
-                        want: str) -> tuple[list[str], list[str]]:
+def _resolve_everywhere(core_v1, namespace: str, node_probes: dict[str, str],
+                        queries: list[tuple[str, str, str]]) -> tuple[list[str], list[str]]:
+    """Each (name, fqdn, wanted address) looked up in every node's probe pod, all at once (a node whose lookups
+    time out costs its retry window once, not once per node and name); evidence is attached in order after."""
+    jobs = [(name, fqdn, want, node, pod) for name, fqdn, want in queries for node, pod in sorted(node_probes.items())]
+
+    def one(job: tuple[str, str, str, str, str]) -> Lookup:
+        name, fqdn, _, _, pod = job
+        return pods.conclusive(functools.partial(lookup, core_v1, namespace, pod, name, fqdn),
+                               timeout=timeouts.get("endpoints") / 2)
+
+    with ThreadPoolExecutor(max_workers=LOOKUPS_AT_ONCE) as pool:
+        results = list(pool.map(one, jobs))
     rows, lines = [], []
-    for node, pod in sorted(node_probes.items()):
-        got = pods.conclusive(functools.partial(lookup, core_v1, namespace, pod, name, fqdn),
-                              timeout=timeouts.get("endpoints") / 2)
+    multi = len(queries) > 1
+    for (name, _fqdn, want, node, pod), got in zip(jobs, results):
         evidence(f"pod {namespace}/{pod} on {node}: getaddrinfo({name})", got.evidence)
-        line = f"{node} ({pod}): {name} -> {', '.join(got.addresses) or got.outcome + ': ' + got.detail}"
-        lines.append(line)
+        lines.append(f"{node} ({pod}): {name} -> {', '.join(got.addresses) or got.outcome + ': ' + got.detail}")
+        row = None
         if got.outcome != "ok":
-            rows.append(f"{node}: {got.outcome}: {got.detail}")
+            row = f"{node}: {got.outcome}: {got.detail}"
         elif want not in got.addresses:
-            rows.append(f"{node}: resolved to {', '.join(got.addresses)}, expected {want}")
+            row = f"{node}: resolved to {', '.join(got.addresses)}, expected {want}"
+        if row:
+            rows.append(f"{name}: {row}" if multi else row)
     return rows, lines
 
 
@@ -159,8 +173,8 @@ def test_kubernetes_default_resolves(dns_service: dict, node_probes: dict[str, s
     left_out = _need_dns(dns_service, node_probes, cluster)
     t = timeouts.get("api")
     want = core_v1.read_namespaced_service("kubernetes", "default", _request_timeout=t).spec.cluster_ip
-    rows, lines = _resolve_everywhere(core_v1, workloads.namespace, node_probes, "kubernetes.default",
-                                      "kubernetes.default.svc.cluster.local", want)
+    rows, lines = _resolve_everywhere(core_v1, workloads.namespace, node_probes,
+                                      [("kubernetes.default", "kubernetes.default.svc.cluster.local", want)])
     evidence("lookups", f"expected {want} (Service default/kubernetes)\n" + "\n".join(lines))
     apply(_verdict(rows, "name kubernetes.default", f"{want} (ClusterIP of default/kubernetes) from every Ready node",
                    "check the CoreDNS pods and logs (kubectl -n kube-system logs -l k8s-app=kube-dns), "
@@ -174,13 +188,10 @@ def test_service_name_resolves(dns_service: dict, node_probes: dict[str, str], w
     """Looks up a Service of this module by its short name (search path) and by its absolute name."""
     left_out = _need_dns(dns_service, node_probes, cluster)
     ns = workloads.namespace
-    rows, lines = [], []
+    fqdn = f"{target['name']}.{ns}.svc.cluster.local"
     # The short name goes through the pod's search path; the absolute name (trailing dot) does not.
-    for name in (target["name"], f"{target['name']}.{ns}.svc.cluster.local."):
-        r, ln = _resolve_everywhere(core_v1, ns, node_probes, name, f"{target['name']}.{ns}.svc.cluster.local",
-                                    target["ip"])
-        rows += [f"{name}: {x}" for x in r]
-        lines += ln
+    rows, lines = _resolve_everywhere(core_v1, ns, node_probes,
+                                      [(name, fqdn, target["ip"]) for name in (target["name"], f"{fqdn}.")])
     evidence("lookups", f"expected {target['ip']} (Service {ns}/{target['name']})\n" + "\n".join(lines))
     apply(_verdict(rows, f"Service name {target['name']} (namespace {ns})", f"{target['ip']} from every Ready node",
                    "check CoreDNS can list Services (its ClusterRole and logs: kubectl -n kube-system logs "
