@@ -11,6 +11,7 @@ from typing import NoReturn
 from .api import Testbed
 from .errors import TestbedError
 from .paths import DEFAULT_VERSION
+from .state import check_node_count
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -18,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="Build (cached), start and wait until nodes are Ready and CoreDNS is available")
     up.add_argument("--version", default=DEFAULT_VERSION, help=f"Kubernetes version (default {DEFAULT_VERSION})")
+    up.add_argument("--nodes", default=None, metavar="N",
+                    help="number of nodes, 1 to 6 (default: the running testbed's, else 2); a testbed with another "
+                         "count is taken down first")
     sub.add_parser("down", help="Stop everything the testbed started and remove its state")
     st = sub.add_parser("status", help="One line per component; exit 0 only when all are healthy")
     st.add_argument("--json", action="store_true", help="Print JSON instead")
@@ -52,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.cmd == "up":
         # SIGTERM during up stops as cleanly as Ctrl-C (a later up or down finishes the job).
         signal.signal(signal.SIGTERM, _interrupt)
-        tb.up()
+        tb.up(None if args.nodes is None else check_node_count(args.nodes))
         print(f"export KUBECONFIG={tb.kubeconfig()}")
     elif args.cmd == "down":
         print(f"testbed: down in {tb.down():.1f}s")

@@ -6,10 +6,10 @@
         ...
 
 There is one testbed per machine (fixed bridge, namespaces and ports), and its folders come from
-the environment when the package is imported (CLUSTERPROOF_CACHE, CLUSTERPROOF_TESTBED_STATE,
-CLUSTERPROOF_TESTBED_NODES), so that processes it starts (the GPU plugin) agree with it. A Testbed
-is only a handle on it: make as many as you like. Errors a user can fix raise TestbedError, whose
-`code` is the CLI's exit status.
+the environment when the package is imported (CLUSTERPROOF_CACHE, CLUSTERPROOF_TESTBED_STATE), so that
+processes it starts (the GPU plugin) agree with it; its node count is recorded by `up --nodes N`
+(before the first, CLUSTERPROOF_TESTBED_NODES or 2). A Testbed is only a handle on it: make as many as you
+like. Errors a user can fix raise TestbedError, whose `code` is the CLI's exit status.
 """
 from __future__ import annotations
 
@@ -39,9 +39,10 @@ class Testbed:
     def __init__(self, version: str = DEFAULT_VERSION):
         self.version = version  # the Kubernetes version `up` builds and starts
 
-    def up(self) -> Status:
-        """Build (cached) and start what is not running, heal recorded faults, wait until healthy."""
-        return up(self.version)
+    def up(self, nodes: int | None = None) -> Status:
+        """Build (cached) and start what is not running, heal recorded faults, wait until healthy; with NODES
+        (1..6), a testbed of that many nodes (one with another count is taken down first)."""
+        return up(self.version, nodes)
 
     def down(self) -> float:
         """Stop everything and remove every trace on the machine; returns the seconds it took."""

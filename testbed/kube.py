@@ -11,7 +11,7 @@ from collections.abc import Callable
 from . import net, proc
 from .errors import TestbedError
 from .paths import bin_dir
-from .state import ADMIN_KUBECONFIG, NODE_COUNT, PKI, current_version
+from .state import ADMIN_KUBECONFIG, PKI, current_version, node_count
 
 
 def kubectl(*args: str, timeout: float = 60, check: bool = True, input: str | None = None,
@@ -77,7 +77,7 @@ def nodes_ready() -> bool:
     if r.returncode != 0:
         return False
     items = json.loads(r.stdout)["items"]
-    return len(items) == NODE_COUNT and all(
+    return len(items) == node_count() and all(
         any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))
         for n in items)
 
@@ -87,7 +87,7 @@ def runtimes_reported() -> bool:
     runtime does not answer, until its next status update)."""
     r = kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.containerRuntimeVersion}", check=False)
     found = r.stdout.split() if r.returncode == 0 else []
-    return len(found) == NODE_COUNT and not any(v.endswith("://Unknown") for v in found)
+    return len(found) == node_count() and not any(v.endswith("://Unknown") for v in found)
 
 
 def coredns_available() -> bool:

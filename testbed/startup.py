@@ -27,7 +27,16 @@ from .node import (
     write_cni,
 )
 from .paths import CACHE, DEFAULT_VERSION, RUN, STATE
-from .state import ADMIN_KUBECONFIG, current_version, nodes, version_file
+from .state import (
+    ADMIN_KUBECONFIG,
+    NODE_COUNT_FILE,
+    check_node_count,
+    current_version,
+    node_count,
+    nodes,
+    version_file,
+)
+from .teardown import down
 
 CONTROL_PORTS = {2379: "etcd", 2380: "etcd peer", 6443: "kube-apiserver", 10257: "kube-controller-manager",
                  10259: "kube-scheduler"}
@@ -86,13 +95,20 @@ def ports_in_use(ports: dict[int, str] = CONTROL_PORTS) -> list[str]:
     return busy
 
 
-def up(version: str = DEFAULT_VERSION) -> Status:
-    """Start whatever is not running (about 1 s when all is) and heal recorded faults; the final status."""
+def up(version: str = DEFAULT_VERSION, count: int | None = None) -> Status:
+    """Start whatever is not running (about 1 s when all is) and heal recorded faults; the final status.
+
+    COUNT nodes (1..6; default: the count of the testbed here, else CLUSTERPROOF_TESTBED_NODES or 2). A testbed
+    with another count is taken down first."""
     t0 = time.monotonic()
+    want = check_node_count(count) if count is not None else node_count()
     preflight(version)
     if STATE.exists() and version_file().exists() and current_version() != version:
         raise TestbedError(f"a testbed of {current_version()} is already here; run python -m testbed down first",
                            code=9)
+    if STATE.exists() and NODE_COUNT_FILE.exists() and node_count() != want:
+        say(f"the testbed here has {node_count()} node(s): taking it down to bring up {want}")
+        down()
     st = status()
     if st.healthy:  # an active fault makes the status unhealthy: up heals it below
         _refresh_extras(version)
@@ -109,6 +125,7 @@ def up(version: str = DEFAULT_VERSION) -> Status:
     STATE.mkdir(parents=True, exist_ok=True)
     RUN.mkdir(parents=True, exist_ok=True)
     version_file().write_text(version)
+    NODE_COUNT_FILE.write_text(f"{want}\n")
     ensure_pki()
     all_nodes = nodes()
     net.setup_bridge()

@@ -17,14 +17,40 @@ from .paths import DEFAULT_VERSION, STATE
 PKI = STATE / "pki"
 ADMIN_KUBECONFIG = STATE / "admin.conf"
 SSH_KEY = STATE / "ssh" / "id_ed25519"
-NODE_COUNT = int(os.environ.get("CLUSTERPROOF_TESTBED_NODES", "2"))
+# How many nodes a testbed has: `up --nodes N` records it here; before any up, CLUSTERPROOF_TESTBED_NODES or 2.
+NODE_COUNT_FILE = STATE / "node-count"
+MAX_NODES = 6
 # Folders `up` had to create on the machine (bind targets that did not exist); `down` removes them.
 CREATED_DIRS = STATE / "created-dirs.json"
 
 
+def default_node_count() -> int:
+    raw = os.environ.get("CLUSTERPROOF_TESTBED_NODES", "2")
+    return check_node_count(raw, "CLUSTERPROOF_TESTBED_NODES")
+
+
+def check_node_count(raw: str | int, what: str = "--nodes") -> int:
+    """N for a testbed of N nodes (1..MAX_NODES), or a TestbedError saying what is allowed."""
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_NODES:
+        raise TestbedError(f"{what} takes a number of nodes from 1 to {MAX_NODES}, not {raw!r}", code=2)
+    return n
+
+
+def node_count() -> int:
+    """The node count of the testbed here (recorded by up), else the default for the next up."""
+    try:
+        return check_node_count(NODE_COUNT_FILE.read_text().strip(), str(NODE_COUNT_FILE))
+    except (OSError, TestbedError):
+        return default_node_count()
+
+
 def nodes() -> list[net.Node]:
     """The testbed's nodes, tb-node-1 first."""
-    return net.nodes(NODE_COUNT)
+    return net.nodes(node_count())
 
 
 def find_node(name: str | None, default_last: bool = False) -> net.Node:

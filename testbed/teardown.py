@@ -11,13 +11,13 @@ from pathlib import Path
 from . import net, proc
 from .node import holder_pid
 from .paths import RUN, STATE
-from .state import NODE_COUNT, created_dirs, node_dir
+from .state import MAX_NODES, created_dirs, node_dir
 
 
 def down() -> float:
     """Processes, mounts, namespaces, links, routes, iptables rules, cgroups and state; returns seconds spent."""
     t0 = time.monotonic()
-    all_nodes = net.nodes(max(NODE_COUNT, 2))
+    all_nodes = net.nodes(MAX_NODES)   # whatever count the last up had (its record may be gone)
     for node in all_nodes:
         for comp in ("gpu-plugin", "kube-proxy", "kubelet", "sshd"):
             proc.stop(f"{node.name}-{comp}", timeout=5)

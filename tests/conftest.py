@@ -39,7 +39,14 @@ def testbed() -> dict:
         if os.environ.get("CLUSTERPROOF_REQUIRE_TESTBED") == "1":
             pytest.fail(msg)
         pytest.skip(msg)
-    return st.to_json()
+    doc = st.to_json()
+    if len(doc.get("nodes") or []) != 2:
+        msg = (f"the project's tests need the two-node testbed (faults name tb-node-2), this one has "
+               f"{len(doc.get('nodes') or [])}: python -m testbed up --nodes 2")
+        if os.environ.get("CLUSTERPROOF_REQUIRE_TESTBED") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return doc
 
 
 @pytest.fixture(scope="session")

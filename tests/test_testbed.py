@@ -177,12 +177,32 @@ def test_fault_context_heals_when_the_body_fails(testbed, testbed_api: Testbed):
     (["up", "--version", "latest"], 3, "not a Kubernetes release"),
     (["fault", "inject", "no-such-fault"], 2, "unknown fault"),
     (["fault", "inject", "sysctl", "--node", "tb-node-9"], 2, "no node"),
+    (["up", "--nodes", "7"], 2, "from 1 to 6"),
+    (["up", "--nodes", "two"], 2, "from 1 to 6"),
 ])
 def test_bad_input_is_one_line_and_a_distinct_code(testbed, args, code, words):
     proc = testbed_cli(*args, timeout=120)
     assert proc.returncode == code, proc.stderr
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err
+
+
+def test_node_count_is_checked_and_recorded(monkeypatch, tmp_path):
+    from testbed import state
+
+    assert [state.check_node_count(n) for n in ("1", 6, "2")] == [1, 6, 2]
+    for bad in ("0", "7", "-1", "2.5", ""):
+        with pytest.raises(TestbedError, match="from 1 to 6") as err:
+            state.check_node_count(bad)
+        assert err.value.code == 2
+    monkeypatch.setattr(state, "NODE_COUNT_FILE", tmp_path / "node-count")
+    monkeypatch.setenv("CLUSTERPROOF_TESTBED_NODES", "3")
+    assert state.node_count() == 3 and [n.name for n in state.nodes()][-1] == "tb-node-3"   # before any up
+    (tmp_path / "node-count").write_text("4\n")
+    assert state.node_count() == 4                                                          # what up recorded
+    monkeypatch.setenv("CLUSTERPROOF_TESTBED_NODES", "9")
+    with pytest.raises(TestbedError, match="CLUSTERPROOF_TESTBED_NODES"):
+        state.default_node_count()
 
 
 def test_not_root_and_busy_port_are_refused(monkeypatch):
