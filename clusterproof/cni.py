@@ -440,3 +440,40 @@ def gather_cidr_sources(api_client: Any, nodes: Iterable[Any]) -> tuple[dict[str
     node_cidrs = {n.name: list(n.pod_cidrs) for n in nodes}
     ev.append("node podCIDRs: " + ", ".join(f"{k}={v}" for k, v in sorted(node_cidrs.items())))
     return sources, node_cidrs, ev
+
+
+# ------------------------------------------------------------------ CNI-005: which node pairs to probe
+
+# Every ordered pair up to this many nodes (90 pairs); beyond it a cover that grows linearly with the nodes.
+ALL_PAIRS_UP_TO = 10
+SAMPLED_PER_NODE = 2
+
+
+def node_pairs(nodes: list[str], all_up_to: int = ALL_PAIRS_UP_TO,
+               per_node: int = SAMPLED_PER_NODE) -> tuple[list[tuple[str, str]], str]:
+    """The (source, destination) node pairs CNI-005 probes, and one line that says how they were chosen.
+
+    Up to `all_up_to` nodes: every ordered pair. Beyond: a deterministic cover that every node is the source and
+    the destination of, the ring of the sorted names (each node to the next, the last to the first), plus a sample
+    of `per_node` x N other pairs drawn with a seed made of the node names (the same cluster gets the same pairs in
+    every run, so two runs compare; the line names the seed's count and the sample size)."""
+    import hashlib
+    import itertools
+    import random
+
+    names = sorted(nodes)
+    n = len(names)
+    if n <= all_up_to:
+        return list(itertools.permutations(names, 2)), f"every ordered pair of the {n} Ready nodes ({n * (n - 1)})"
+    ring = [(names[i], names[(i + 1) % n]) for i in range(n)]
+    seed = int.from_bytes(hashlib.sha256("\n".join(names).encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    chosen = set(ring)
+    want = len(ring) + per_node * n
+    while len(chosen) < want:
+        a, b = rng.sample(names, 2)
+        chosen.add((a, b))
+    pairs = ring + sorted(chosen - set(ring))
+    return pairs, (f"{len(pairs)} of the {n * (n - 1)} ordered pairs of the {n} Ready nodes: the ring of the sorted "
+                   f"names (every node a source and a destination) and {len(pairs) - n} sampled (seed "
+                   f"{seed:016x}, from the node names)")

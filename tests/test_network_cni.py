@@ -216,3 +216,18 @@ def test_cidr_source_api_error_is_an_error_not_absence(path: str, status: int) -
     finally:
         api.close()
     assert exc.value.status == status
+
+
+def test_node_pairs_all_up_to_ten_then_a_linear_seeded_cover() -> None:
+    small = [f"n{i}" for i in range(6)]
+    pairs, said = cni.node_pairs(small)
+    assert len(pairs) == 30 and len(set(pairs)) == 30 and "every ordered pair of the 6 Ready nodes" in said
+    big = [f"node-{i:03}" for i in range(500)]
+    pairs, said = cni.node_pairs(big)
+    assert len(pairs) == 500 + 2 * 500 and len(set(pairs)) == len(pairs)     # linear, not 249500
+    assert all(a != b for a, b in pairs)
+    assert {a for a, _ in pairs} == set(big) and {b for _, b in pairs} == set(big)   # every node both ways
+    # the same cluster gets the same pairs in every run, whatever order its nodes were listed in; another differs
+    assert cni.node_pairs(list(reversed(big))) == (pairs, said)
+    assert cni.node_pairs(big[:-1] + ["node-x"])[0][500:] != pairs[500:]
+    assert "1500 of the 249500 ordered pairs" in said and "seed" in said
