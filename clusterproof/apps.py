@@ -53,6 +53,9 @@ def rollout_dead_end(d: Any, pods: list[Any], watch: StartWatch | None = None, n
 
     With a `watch` (one per rollout wait, `now` from time.monotonic()) a pod's start error counts once it has
     lasted the watch's short grace; without one, at once."""
+    unseen = watch.unobserved("deployment", d, now) if watch is not None else None
+    if unseen:
+        return unseen
     for p in pods:
         problem = watch.check(p, now) if watch is not None else pod_problem(p)
         if problem:

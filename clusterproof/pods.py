@@ -43,6 +43,9 @@ START_ERRORS = PULL_ERRORS | {"CreateContainerError", "CreateContainerConfigErro
 START_GRACE = 15.0   # seconds a start error is watched before a wait gives up (StartWatch)
 SANDBOX_ERRORS = frozenset({"FailedCreatePodSandBox"})   # pod events: the runtime cannot make the pod's sandbox
 EVENTS_EVERY = 5.0   # seconds between two event listings for one pod (StartWatch)
+# Seconds a pod may wait for any scheduler to look at it, or a Deployment for its controller to see it (StartWatch):
+# both act within a second or two on a working control plane, also under load.
+UNSEEN_GRACE = 30.0
 
 
 # kubernetes.stream.stream() swaps api_client.request for a websocket call while it connects and puts
@@ -244,12 +247,13 @@ class StartWatch:
         self.creating_since: dict[str, float] = {}          # pod -> first seen on its node without a sandbox
         self.sandbox_seen: dict[str, float] = {}            # pod -> first seen with a sandbox error event
         self.events: dict[str, tuple[float, list[Any]]] = {}   # pod -> (listed at, its events)
+        self.unseen_since: dict[str, float] = {}   # pod, or KIND/NAME, -> first seen with no scheduler/controller
 
     def check(self, pod: Any, now: float) -> str | None:
         problem = pod_problem(pod, self.image_options)
         if problem is None:
             self.first_seen = {k: t for k, t in self.first_seen.items() if k[0] != pod.metadata.name}
-            return self._sandbox(pod, now)
+            return self._unscheduled(pod, now) or self._sandbox(pod, now)
         if pod.status.phase == "Failed" and not problem.startswith("container "):
             return problem
         stuck = [(cs.name, cs.state.waiting.reason)
@@ -261,6 +265,40 @@ class StartWatch:
         if now - since >= self.grace:
             return f"{problem} (still so after {now - since:.0f}s)"
         return None
+
+    def _unscheduled(self, pod: Any, now: float) -> str | None:
+        """A pod no scheduler has looked at (no node, not even a PodScheduled condition) for UNSEEN_GRACE seconds:
+        its scheduler is not running. One the scheduler refused has the condition (see `unschedulable`)."""
+        name = pod.metadata.name
+        st = pod.status
+        untouched = (st is not None and st.phase == "Pending" and not pod.spec.node_name
+                     and pod.metadata.deletion_timestamp is None
+                     and not any(c.type == "PodScheduled" for c in st.conditions or []))
+        if not untouched:
+            self.unseen_since.pop(name, None)
+            return None
+        waited = now - self.unseen_since.setdefault(name, now)
+        if waited < timeouts.scaled(UNSEEN_GRACE):
+            return None
+        scheduler = pod.spec.scheduler_name or "default-scheduler"
+        return (f"no scheduler has taken it up in {waited:.0f}s (no node, no PodScheduled condition; schedulerName "
+                f"{scheduler}): is {'kube-scheduler' if scheduler == 'default-scheduler' else scheduler} running? "
+                "(CP-001 checks kube-scheduler's leader Lease)")
+
+    def unobserved(self, kind: str, obj: Any, now: float) -> str | None:
+        """A Deployment or DaemonSet whose controller has not seen its latest spec for UNSEEN_GRACE seconds (status
+        observedGeneration behind metadata.generation): kube-controller-manager is not running its controllers."""
+        key = f"{kind}/{obj.metadata.name}"
+        seen = (obj.status.observed_generation if obj.status else None) or 0
+        if seen >= (obj.metadata.generation or 0):
+            self.unseen_since.pop(key, None)
+            return None
+        waited = now - self.unseen_since.setdefault(key, now)
+        if waited < timeouts.scaled(UNSEEN_GRACE):
+            return None
+        return (f"{kind} {obj.metadata.namespace}/{obj.metadata.name}: its controller has not seen it in {waited:.0f}s "
+                f"(status.observedGeneration {seen}, generation {obj.metadata.generation}): is "
+                "kube-controller-manager running? (CP-002 checks its leader Lease)")
 
     def _sandbox(self, pod: Any, now: float) -> str | None:
         name = pod.metadata.name
@@ -660,6 +698,9 @@ class Workloads:
 
         def rolled():
             d = self.apps_v1.read_namespaced_deployment(name, self.namespace, _request_timeout=t)
+            unseen = watch.unobserved("deployment", d, time.monotonic())
+            if unseen:
+                raise Never(unseen)
             self._check_pods(self._selected_pods(d.spec.selector.match_labels or {}), watch)
             want, st = d.spec.replicas or 0, d.status
             done = (st.observed_generation or 0) >= d.metadata.generation and (st.updated_replicas or 0) == want \
@@ -676,6 +717,9 @@ class Workloads:
 
         def ready():
             d = self.apps_v1.read_namespaced_daemon_set(name, self.namespace, _request_timeout=t)
+            unseen = watch.unobserved("daemonset", d, time.monotonic())
+            if unseen:
+                raise Never(unseen)
             self._check_pods(self._selected_pods(d.spec.selector.match_labels or {}), watch)
             st = d.status
             want = st.desired_number_scheduled or 0

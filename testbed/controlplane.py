@@ -77,20 +77,32 @@ def start_control_plane(version: str) -> None:
             "--allow-privileged=true", "--anonymous-auth=true", "--profiling=false", "--v=1"])
     wait("kube-apiserver /readyz", lambda: https_ok(f"https://127.0.0.1:{net.API_PORT}/readyz"), 90,
          logs=("kube-apiserver",))
-    common = ["--authentication-kubeconfig={c}", "--authorization-kubeconfig={c}", "--kubeconfig={c}",
-              "--leader-elect=false", "--bind-address=127.0.0.1", "--v=1"]
+    start_controller_manager(version)
+    start_scheduler(version)
+
+
+# As kubeadm runs them: leader election on, so each holds a Lease in kube-system that it renews every 2 s (what the
+# control-plane checks read); a restarted one takes the lease over once the old holder's 15 s have passed.
+_COMMON = ["--authentication-kubeconfig={c}", "--authorization-kubeconfig={c}", "--kubeconfig={c}",
+           "--leader-elect=true", "--bind-address=127.0.0.1", "--v=1"]
+
+
+def start_controller_manager(version: str) -> None:
     if proc.pid_of("kube-controller-manager") is None:
         c = STATE / "controller-manager.conf"
         proc.start("kube-controller-manager", [
-            str(b / "kube-controller-manager"), *[a.format(c=c) for a in common],
+            str(bin_dir(version) / "kube-controller-manager"), *[a.format(c=c) for a in _COMMON],
             f"--service-account-private-key-file={PKI}/sa.key", f"--root-ca-file={PKI}/ca.crt",
             f"--cluster-signing-cert-file={PKI}/ca.crt", f"--cluster-signing-key-file={PKI}/ca.key",
             "--use-service-account-credentials=true", "--allocate-node-cidrs=true",
             f"--cluster-cidr={net.CLUSTER_CIDR}", "--node-cidr-mask-size=24",
             f"--service-cluster-ip-range={net.SERVICE_CIDR}", "--node-monitor-grace-period=20s"])
+
+
+def start_scheduler(version: str) -> None:
     if proc.pid_of("kube-scheduler") is None:
         c = STATE / "scheduler.conf"
-        proc.start("kube-scheduler", [str(b / "kube-scheduler"), *[a.format(c=c) for a in common]])
+        proc.start("kube-scheduler", [str(bin_dir(version) / "kube-scheduler"), *[a.format(c=c) for a in _COMMON]])
 
 
 def apply_addons() -> None:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from . import configs, net, proc
 from .errors import TestbedError
-from .kube import apiserver_ready, coredns_available, http_ok, kubectl, node_pod_cidrs, wait
+from .kube import apiserver_ready, coredns_available, http_ok, kubectl, lease_fresh, node_pod_cidrs, wait
 from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_proxy, start_kubelet, write_cni
 from .paths import STATE, bin_dir
 from .state import bind_source, containerd_address, current_version, find_node, node_dir, nodes
@@ -99,6 +99,23 @@ def _wait_runtime_reported(node: net.Node) -> None:
     Any such write was sent before containerd answered again, so one second after, the node shows which it is."""
     time.sleep(1)
     _wait_node_field_not(node, "{.status.nodeInfo.containerRuntimeVersion}", "://Unknown", 60)
+
+
+def _control_stop(component: str) -> Callable[[None, str | None], None]:
+    def stop(node: None, value: str | None) -> None:
+        proc.stop(component, timeout=10)
+    return stop
+
+
+def _control_start(component: str) -> Callable[[None, str | None], None]:
+    def start(node: None, saved: str | None) -> None:
+        from .controlplane import start_controller_manager, start_scheduler
+
+        (start_scheduler if component == "kube-scheduler" else start_controller_manager)(current_version())
+        # a restarted component takes its Lease over once the stopped one's 15 s have passed, then renews it
+        wait(f"{component} to lead again (kube-system Lease {component} renewed)",
+             lambda: lease_fresh(component), 90, 1, logs=(component,))
+    return start
 
 
 def _runtime_freeze(node: net.Node, value: str | None) -> None:
@@ -720,6 +737,12 @@ FAULTS: dict[str, _Fault] = {
                                _app_image_restore, "all-nodes"),
     "hostname-unresolvable": _Fault("bind an /etc/hosts without the node's name over the node's (kubeadm's Hostname "
                                     "warning)", _hosts_without_name, _hosts_restore),
+    "scheduler-stop": _Fault("stop kube-scheduler (new pods stay unscheduled; its Lease stops being renewed)",
+                             _control_stop("kube-scheduler"), _control_start("kube-scheduler"), "cluster"),
+    "controller-manager-stop": _Fault("stop kube-controller-manager (no Deployment rolls out, no namespace finishes "
+                                      "deleting; its Lease stops being renewed)",
+                                      _control_stop("kube-controller-manager"),
+                                      _control_start("kube-controller-manager"), "cluster"),
     "cgroup-driver-mismatch": _Fault("restart a node's containerd with SystemdCgroup = true (the kubelet keeps "
                                      "cgroupfs): new pods there fail to start", _cgroup_driver_mismatch,
                                      _cgroup_driver_restore),

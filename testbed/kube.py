@@ -90,6 +90,24 @@ def runtimes_reported() -> bool:
     return len(found) == node_count() and not any(v.endswith("://Unknown") for v in found)
 
 
+CONTROL_LEASES = ("kube-scheduler", "kube-controller-manager")
+
+
+def lease_fresh(name: str) -> bool:
+    """kube-system's Lease NAME was renewed within its lease duration (its holder is the leader and alive)."""
+    import datetime as dt
+
+    r = kubectl("-n", "kube-system", "get", "lease", name, "-o", "json", check=False)
+    if r.returncode != 0:
+        return False
+    spec = json.loads(r.stdout).get("spec", {})
+    renew = spec.get("renewTime")
+    if not renew or not spec.get("holderIdentity"):
+        return False
+    age = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(renew.replace("Z", "+00:00"))
+    return age.total_seconds() < float(spec.get("leaseDurationSeconds") or 15)
+
+
 def coredns_available() -> bool:
     r = kubectl("-n", "kube-system", "get", "deploy", "coredns", "-o", "json", check=False)
     if r.returncode != 0:

@@ -122,9 +122,10 @@ def settle(fault: catalog.Fault) -> None:
 
 
 def wait_healed() -> None:
-    kube.wait("the testbed to be healthy again (nodes Ready and reporting their runtime, CoreDNS available)",
+    kube.wait("the testbed to be healthy again (nodes Ready and reporting their runtime, CoreDNS available, "
+              "scheduler and controller-manager leading)",
               lambda: kube.apiserver_ready() and kube.nodes_ready() and kube.runtimes_reported()
-              and kube.coredns_available(), HEAL_TIMEOUT,
+              and kube.coredns_available() and all(kube.lease_fresh(n) for n in kube.CONTROL_LEASES), HEAL_TIMEOUT,
               interval=1.0)
 
 

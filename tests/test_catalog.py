@@ -42,7 +42,7 @@ def test_every_check_has_an_entry_and_every_entry_its_check() -> None:
 
 def test_entries_are_complete_and_consistent() -> None:
     for c in catalog.CATALOG.values():
-        assert c.id.split("-")[0] in {"HOST", "CRI", "NODE", "CNI", "DNS", "POD", "APP", "GPU"}, c.id
+        assert c.id.split("-")[0] in {"HOST", "CRI", "CP", "NODE", "CNI", "DNS", "POD", "APP", "GPU"}, c.id
         assert c.path.startswith(f"suites/{c.area}/"), f"{c.id}: test outside suites/{c.area}/"
         assert " MUST " in f" {c.must} ", f"{c.id}: the MUST sentence says MUST"
         assert c.why and c.fix and c.must.endswith("."), c.id
