@@ -116,6 +116,10 @@ def settle(fault: catalog.Fault) -> None:
         kube.wait("CoreDNS pods to be gone", _coredns_gone, SETTLE_TIMEOUT)
     elif fault.name == "gpu-plugin-stop":
         kube.wait(f"{node}'s GPUs to be withdrawn after {fault}", _no_gpus(node), SETTLE_TIMEOUT)
+    elif fault.name in ("scheduler-stop", "controller-manager-stop"):
+        component = "kube-" + fault.name.removesuffix("-stop")
+        kube.wait(f"{component}'s Lease to go stale after {fault}", lambda: not kube.lease_fresh(component),
+                  SETTLE_TIMEOUT)
     elif fault.name == "memory-pressure":
         kube.wait(f"{node} to be tainted memory-pressure after {fault}", _tainted(node, "memory-pressure"),
                   SETTLE_TIMEOUT)
