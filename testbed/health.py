@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import faults, net, proc
-from .kube import coredns_available, http_ok, https_ok, kubectl
+from .kube import CONTROL_LEASES, coredns_available, http_ok, https_ok, kubectl, lease_fresh
 from .paths import STATE
 from .state import ADMIN_KUBECONFIG, SSH_KEY, containerd_address, current_version, nodes
 
@@ -76,6 +76,10 @@ def _node_checks(node: net.Node) -> list[tuple[str, Callable[[], bool]]]:
     ]
 
 
+def _leads(component: str) -> bool:
+    return proc.pid_of(component) is not None and lease_fresh(component)
+
+
 def status() -> Status:
     """Check every component now (a few seconds; nothing is changed)."""
     all_nodes = nodes()
@@ -84,11 +88,15 @@ def status() -> Status:
     comps = []
     for name, fn in (("etcd", lambda: http_ok("http://127.0.0.1:2379/health")),
                      ("kube-apiserver", lambda: https_ok(f"https://127.0.0.1:{net.API_PORT}/readyz")),
-                     ("kube-controller-manager", lambda: proc.pid_of("kube-controller-manager") is not None),
-                     ("kube-scheduler", lambda: proc.pid_of("kube-scheduler") is not None)):
+                     # running and leading: its kube-system Lease renewed (what CP-001/CP-002 read)
+                     ("kube-controller-manager", lambda: _leads("kube-controller-manager")),
+                     ("kube-scheduler", lambda: _leads("kube-scheduler"))):
         ok, detail = _check(fn)
         if not ok and proc.pid_of(name) is None:
             detail = "not running"
+        elif not ok and name in CONTROL_LEASES:
+            detail = (f"running, but its kube-system Lease {name} is not renewed (started without leader election by "
+                      "an older testbed? python -m testbed down, then up)")
         comps.append(Component(name, None, ok, detail))
     api_up = comps[1].healthy
     node_objs: dict[str, dict[str, Any]] = {}

@@ -134,6 +134,7 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None) -> Status:
         prepare_node_fs(node)
         start_node_holder(node)
 
+    _stop_outdated_control_plane()
     with ThreadPoolExecutor(2) as pool:
         cp = pool.submit(start_control_plane, version)
         imgs = pool.submit(_start_runtimes_and_images, all_nodes, version)
@@ -161,6 +162,22 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None) -> Status:
         raise TestbedError(f"testbed started but unhealthy: {'; '.join(bad)}", code=7)
     say(f"up in {time.monotonic() - t0:.1f}s; kubeconfig: {ADMIN_KUBECONFIG}")
     return st
+
+
+def _stop_outdated_control_plane() -> None:
+    """A scheduler or controller manager an older testbed started without leader election holds no Lease (what the
+    control-plane checks read): stop it, so that start_control_plane starts it as this testbed does."""
+    for name in ("kube-scheduler", "kube-controller-manager"):
+        pid = proc.pid_of(name)
+        if pid is None:
+            continue
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--leader-elect=true" not in args:
+            say(f"restarting {name} with leader election (started by an older testbed)")
+            proc.stop(name, timeout=10)
 
 
 def _refresh_extras(version: str) -> None:
