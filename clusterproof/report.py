@@ -220,6 +220,7 @@ def render_compare(cmp: dict) -> str:
 def render_fingerprint(fp: dict, run: RunResult) -> str:
     rows = [("API server", fp.get("server") or "-"), ("Server version", fp.get("server_version") or "-"),
             ("Context", fp.get("context") or "-"), ("CNI", fp.get("cni") or "not detected"),
+            ("Control plane", fp.get("control_plane") or "-"),
             ("Suite", f"clusterproof {run.suite_version}"), ("Run", run.run or "-"),
             ("Started", run.started), ("Finished", run.finished)]
     out = ['<h3>Cluster fingerprint</h3>']
