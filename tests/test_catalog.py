@@ -144,3 +144,11 @@ def test_a_check_past_its_time_limit_is_an_error_not_a_pass(pytester: pytest.Pyt
     assert "ran past its time limit of 1 s" in by["NODE-002"]["verdict"]["reason"]
     assert by["NODE-003"]["outcome"] == "passed"
     assert doc["verdict"] == "FAIL" and res.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_every_area_is_a_registered_marker() -> None:
+    """Each check gets its area as a marker (fixtures/catalog.py) under --strict-markers: an area without one stops
+    collection with an internal error."""
+    from fixtures import options
+
+    assert set(catalog.AREAS) <= set(options.MARKERS)
