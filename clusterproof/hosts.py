@@ -92,6 +92,17 @@ class Host:
                      f"elif [ -e {q} ]; then echo other; else echo missing; fi")
         return r.stdout.strip() or "missing"
 
+    def file_types(self, paths: list[str]) -> dict[str, str]:
+        """`file_type` of each path, asked in one command (one round trip instead of one per path)."""
+        if not paths:
+            return {}
+        test = ('if [ -S "$p" ]; then t=socket; elif [ -f "$p" ]; then t=regular; elif [ -d "$p" ]; then '
+                't=directory; elif [ -L "$p" ]; then t=symlink-dangling; elif [ -e "$p" ]; then t=other; '
+                'else t=missing; fi')
+        r = self.run(f"for p in {' '.join(shlex.quote(p) for p in paths)}; do {test}; echo \"$t\"; done")
+        got = r.stdout.split()
+        return {p: (got[i] if i < len(got) else "missing") for i, p in enumerate(paths)}
+
     def ping(self) -> None:
         """Raise HostUnreachable unless the host runs a trivial command."""
         r = self.run("echo clusterproof-ok", timeout=timeouts.get("ssh_connect") + timeouts.get("exec"))

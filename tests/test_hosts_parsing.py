@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from clusterproof import linux
+from clusterproof import hosts, linux
 
 
 def test_sysctl_later_file_wins_and_etc_masks_same_name():
@@ -100,3 +100,39 @@ def test_cni_bridge_detection_without_a_loadable_config():
     bridged, why = linux.cni_uses_bridge({NET_D + "10-broken.conflist": "{"})
     assert bridged is None and why.startswith("no CNI config in /etc/cni/net.d that the runtime can load (")
     assert "10-broken.conflist: not valid JSON" in why
+
+
+class _ShellHost(hosts.Host):
+    """A host whose commands run in a local sh (what SSH or the probe pod would run), counting round trips."""
+
+    def __init__(self) -> None:
+        super().__init__(hosts.HostSpec("local://test", "ssh"))
+        self.calls = 0
+
+    def _exec(self, script: str, timeout: float) -> tuple[int, str, str]:
+        import subprocess
+
+        self.calls += 1
+        p = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=timeout, check=False)
+        return p.returncode, p.stdout, p.stderr
+
+
+def test_file_types_ask_every_path_in_one_round_trip(tmp_path) -> None:
+    import socket
+
+    sock_path = tmp_path / "rt.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock_path))
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    paths = [str(sock_path), str(tmp_path / "file"), str(tmp_path), str(tmp_path / "dangling"),
+             str(tmp_path / "missing dir/with space")]
+    host = _ShellHost()
+    try:
+        got = host.file_types(paths)
+        calls = host.calls
+        one_by_one = {p: host.file_type(p) for p in paths}
+    finally:
+        s.close()
+    assert got == dict(zip(paths, ["socket", "regular", "directory", "symlink-dangling", "missing"]))
+    assert calls == 1 and got == one_by_one   # one round trip, and the same answers as the one-path form

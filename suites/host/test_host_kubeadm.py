@@ -15,8 +15,9 @@ from clusterproof.checks import apply, evidence
 from clusterproof.verdict import Verdict
 
 # The kubelet process that shares this shell's mount namespace (one line per word of its command line).
+# The comm of each process is read with the shell's own `read` (a `cat` per process took seconds on a busy host).
 KUBELET_CMDLINE = ("me=$(readlink /proc/self/ns/mnt); for d in /proc/[0-9]*; do "
-                   "case \"$(cat $d/comm 2>/dev/null)\" in kubelet*) ;; *) continue;; esac; "
+                   "c=; read -r c < $d/comm 2>/dev/null; case \"$c\" in kubelet*) ;; *) continue;; esac; "
                    "[ \"$(readlink $d/ns/mnt 2>/dev/null)\" = \"$me\" ] || continue; "
                    "tr '\\0' '\\n' < $d/cmdline; exit 0; done; exit 3")
 
@@ -88,8 +89,7 @@ def _kubelet_driver(node_host, request) -> preflight.Driver:
 @pytest.mark.check("HOST-014")
 def test_cgroup_drivers_agree(node_host, host_node, request):
     named = host_node.cri_socket if host_node else None
-    types = {p: node_host.file_type(p) for p in cri.socket_candidates(named)}
-    sock = cri.choose_socket(named, types)
+    sock, _ = cri.find_socket(named, file_types=node_host.file_types)
     stop = cri.judge_usable(node_host.id, sock, sock.kind == "socket" and node_host.run("command -v crictl").rc == 0)
     if stop is not None:
         apply(stop)
