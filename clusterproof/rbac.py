@@ -76,9 +76,28 @@ def explain(exc: BaseException) -> Forbidden | None:
         pass
     m = _FORBIDDEN.search(text or "") or _FORBIDDEN.search(str(exc))
     if not m:
-        return Forbidden("(unknown verb)", "(unknown resource)", None, "(unknown user)")
+        # a 403 that is no RBAC denial (an admission plugin refused: no default ServiceAccount in the namespace,
+        # PodSecurity, a quota): no grant helps, and api_message says what the server said
+        return None
     resource = m.group("resource") + (f".{m.group('group')}" if m.group("group") else "")
     return Forbidden(m.group("verb"), resource, m.group("ns"), m.group("user"))
+
+
+def api_message(exc: BaseException) -> str | None:
+    """`(STATUS Reason) message` of a Kubernetes API error (its Status body), None for anything else."""
+    status = getattr(exc, "status", None)
+    body = getattr(exc, "body", None)
+    if not isinstance(status, int) or not body:
+        return None
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return f"({status}) {str(body).strip()[:300]}"
+    if not isinstance(doc, dict):
+        return None
+    return f"({status} {doc.get('reason') or getattr(exc, 'reason', '') or ''}) {doc.get('message') or ''}".strip()
 
 
 def find_forbidden(exc: BaseException | None) -> Forbidden | None:

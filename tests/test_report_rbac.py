@@ -57,6 +57,17 @@ def test_kube_system_reads_point_at_the_role() -> None:
     assert rbac.forbidden_message(exc).endswith("grant it in manifests/rbac/role-kube-system.yaml")
 
 
+def test_a_403_from_admission_is_no_missing_grant() -> None:
+    """A namespace without its default ServiceAccount (no controller manager) refuses pods with 403: no RBAC
+    grant helps, so none is suggested; the server's own message is what the check reports."""
+    exc = api_exception('pods "probe-0" is forbidden: error looking up service account cp-dns-1/default: '
+                        'serviceaccount "default" not found')
+    assert rbac.forbidden_message(exc) is None
+    assert rbac.api_message(exc) == ('(403 Forbidden) pods "probe-0" is forbidden: error looking up service account '
+                                     'cp-dns-1/default: serviceaccount "default" not found')
+    assert rbac.api_message(RuntimeError("x")) is None
+
+
 def test_manifests_grant_no_wildcards_and_no_secrets() -> None:
     docs = rbac.load_manifests()
     kinds = sorted(d["kind"] for d in docs)
