@@ -67,6 +67,22 @@ def server_time(date_header: str | None, fallback: dt.datetime) -> dt.datetime:
     return fallback
 
 
+def read_lease(api_client, name: str, api_timeout: float) -> tuple[Lease | None, dt.datetime]:
+    """kube-system's Lease NAME (None when there is none: a 404) and the API server's time of that answer.
+    Any other API error (a refusal, a server error) is raised: it is no "no Lease"."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        obj, _, headers = client.CoordinationV1Api(api_client).read_namespaced_lease_with_http_info(
+            name, "kube-system", _request_timeout=api_timeout)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return None, server_time((exc.headers or {}).get("Date"), dt.datetime.now(dt.UTC))
+    return lease_from(obj), server_time((headers or {}).get("Date"), dt.datetime.now(dt.UTC))
+
+
 def judge_component(component: str, lease: Lease | None, now: dt.datetime, static_pods: list[StaticPod]) -> Verdict:
     """CP-001 (kube-scheduler) / CP-002 (kube-controller-manager): a leader renews its Lease, and its static pods
     (kubeadm) are Running and Ready. No Lease and no static pod: nothing here shows whether it runs (a skip)."""

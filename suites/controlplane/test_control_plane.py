@@ -18,20 +18,9 @@ from clusterproof.checks import apply, evidence
 
 def _lease(api_client, name: str) -> tuple[rules.Lease | None, dt.datetime, str]:
     """The Lease (None when there is none), the API server's time of the answer, and the evidence text."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = client.CoordinationV1Api(api_client)
-    try:
-        obj, _, headers = api.read_namespaced_lease_with_http_info(name, "kube-system",
-                                                                   _request_timeout=timeouts.get("api"))
-    except ApiException as exc:
-        if exc.status != 404:
-            raise   # a refusal or a server error is the check's error, not "no lease"
-        headers = exc.headers or {}
-        return None, rules.server_time(headers.get("Date"), dt.datetime.now(dt.UTC)), "404: no such Lease"
-    now = rules.server_time(headers.get("Date"), dt.datetime.now(dt.UTC))
-    lease = rules.lease_from(obj)
+    lease, now = rules.read_lease(api_client, name, timeouts.get("api"))
+    if lease is None:
+        return None, now, "404: no such Lease"
     return lease, now, (f"holder {lease.holder}, renewTime {lease.renew_time}, leaseDurationSeconds "
                         f"{lease.duration_seconds}; API server time {now:%Y-%m-%dT%H:%M:%SZ}")
 
