@@ -56,18 +56,10 @@ def choose_socket(named: str | None, types: dict[str, str]) -> Socket:
     return Socket(found, "the known containerd/CRI-O/cri-dockerd paths", "socket" if found else "missing")
 
 
-def find_socket(named: str | None, file_type: Callable[[str], str] | None = None,
-                file_types: Callable[[list[str]], dict[str, str]] | None = None) -> tuple[Socket, dict[str, str]]:
+def find_socket(named: str | None, file_types: Callable[[list[str]], dict[str, str]]) -> tuple[Socket, dict[str, str]]:
     """The socket CRI-001 judges, and the file types it was chosen from: `file_types` (a host's
-    hosts.Host.file_types, one round trip) or `file_type` (one path at a time) of each of
-    `socket_candidates(named)`. POD-003 asks crictl on the same socket."""
-    paths = socket_candidates(named)
-    if file_types is not None:
-        types = file_types(paths)
-    elif file_type is not None:
-        types = {p: file_type(p) for p in paths}
-    else:
-        raise TypeError("find_socket needs file_type or file_types")
+    hosts.Host.file_types, one round trip) of `socket_candidates(named)`. POD-003 asks crictl on the same socket."""
+    types = file_types(socket_candidates(named))
     return choose_socket(named, types), types
 
 

@@ -86,11 +86,7 @@ class Host:
 
     def file_type(self, path: str) -> str:
         """One of: socket, regular, directory, symlink-dangling, other, missing (follows symlinks)."""
-        q = shlex.quote(path)
-        r = self.run(f"if [ -S {q} ]; then echo socket; elif [ -f {q} ]; then echo regular; "
-                     f"elif [ -d {q} ]; then echo directory; elif [ -L {q} ]; then echo symlink-dangling; "
-                     f"elif [ -e {q} ]; then echo other; else echo missing; fi")
-        return r.stdout.strip() or "missing"
+        return self.file_types([path])[path]
 
     def file_types(self, paths: list[str]) -> dict[str, str]:
         """`file_type` of each path, asked in one command (one round trip instead of one per path)."""

@@ -163,11 +163,11 @@ def test_pod003_asks_crictl_on_the_socket_cri001_found(tmp_path: Path) -> None:
         spec=client.V1NodeSpec(), status=client.V1NodeStatus()))
     asked: list[str] = []
 
-    def file_type(path: str) -> str:
-        asked.append(path)
-        return "socket"
+    def file_types(paths: list[str]) -> dict[str, str]:
+        asked.extend(paths)
+        return dict.fromkeys(paths, "socket")
 
-    sock, types = cri.find_socket(node.cri_socket, file_type)
+    sock, types = cri.find_socket(node.cri_socket, file_types)
     assert asked == ["/run/k3s/containerd/containerd.sock"] and sock.path == asked[0] and types == {asked[0]: "socket"}
     assert cri.judge_socket("n1", sock).status == Status.PASS          # what CRI-001 judges on the same lookup
     res = _node_run(tmp_path, sock.path or "", want="/run/k3s/containerd/containerd.sock")
@@ -181,7 +181,8 @@ def test_pod003_asks_crictl_on_the_socket_cri001_found(tmp_path: Path) -> None:
     v = podns.judge_pause("pod cp-pods-1/share-0 on n1", pause, containers, pids, ("app", "sidecar"))
     assert v.status == Status.PASS and v.observed == "2 containers share the pause process's net, ipc, uts"
     # without an annotation the socket is the one found at the known runtime paths (containerd's here)
-    sock, _ = cri.find_socket(None, lambda p: "socket" if p == "/var/run/containerd/containerd.sock" else "missing")
+    sock, _ = cri.find_socket(None, lambda paths: {p: "socket" if p == "/var/run/containerd/containerd.sock"
+                                                   else "missing" for p in paths})
     assert sock.path == "/var/run/containerd/containerd.sock"
     assert "--runtime-endpoint unix:///var/run/containerd/containerd.sock " in podns.node_script("ns", "p", sock.path)
 

@@ -89,7 +89,7 @@ def _kubelet_driver(node_host, request) -> preflight.Driver:
 @pytest.mark.check("HOST-014")
 def test_cgroup_drivers_agree(node_host, host_node, request):
     named = host_node.cri_socket if host_node else None
-    sock, _ = cri.find_socket(named, file_types=node_host.file_types)
+    sock, _ = cri.find_socket(named, node_host.file_types)
     stop = cri.judge_usable(node_host.id, sock, sock.kind == "socket" and node_host.run("command -v crictl").rc == 0)
     if stop is not None:
         apply(stop)

@@ -110,7 +110,7 @@ def test_pause_container_holds_pod_namespaces(node_host, host_node, share_pods: 
         checks.skip(f"{node_host.id}: no share pod on this host (not a Ready node at the start of the run); "
                     "NODE-001 reports NotReady nodes", blames="NODE-001")
     named = host_node.cri_socket if host_node else None
-    sock, types = cri.find_socket(named, file_types=node_host.file_types)
+    sock, types = cri.find_socket(named, node_host.file_types)
     evidence(f"{node_host.id}: {'type of ' + next(iter(types)) if named else 'known CRI socket paths'}", types)
     stop = cri.judge_usable(node_host.id, sock, sock.kind == "socket" and node_host.run("command -v crictl").rc == 0)
     if stop is not None:

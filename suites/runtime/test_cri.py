@@ -21,7 +21,7 @@ def _socket(host, node: NodeFacts | None) -> cri.Socket:
     """The CRI socket of the host (the node's cri-socket annotation, else the known paths); looked up once per host."""
     if host.id not in _sockets:
         named = node.cri_socket if node else None
-        _sockets[host.id], types = cri.find_socket(named, file_types=host.file_types)
+        _sockets[host.id], types = cri.find_socket(named, host.file_types)
         evidence(f"{host.id}: {'type of ' + next(iter(types)) if named else 'known CRI socket paths'}", types)
     return _sockets[host.id]
 
