@@ -18,8 +18,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import configs, net, proc
+from .controlplane import start_controller_manager, start_scheduler
 from .errors import TestbedError
-from .kube import apiserver_ready, coredns_available, http_ok, kubectl, lease_fresh, node_pod_cidrs, wait
+from .kube import (
+    apiserver_ready,
+    coredns_available,
+    http_ok,
+    kubectl,
+    lease_fresh,
+    node_pod_cidrs,
+    runtime_known,
+    wait,
+)
 from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_proxy, start_kubelet, write_cni
 from .paths import STATE, bin_dir
 from .state import bind_source, containerd_address, current_version, find_node, node_dir, nodes
@@ -98,7 +108,8 @@ def _wait_runtime_reported(node: net.Node) -> None:
     was down wrote `containerd://Unknown` (its Version call failed); the next one, up to 10 s later, corrects it.
     Any such write was sent before containerd answered again, so one second after, the node shows which it is."""
     time.sleep(1)
-    _wait_node_field_not(node, "{.status.nodeInfo.containerRuntimeVersion}", "://Unknown", 60)
+    wait(f"{node.name} to report its runtime's version",
+         lambda: runtime_known(_node_field(node, "{.status.nodeInfo.containerRuntimeVersion}")), 60, 1)
 
 
 def _control_stop(component: str) -> Callable[[None, str | None], None]:
@@ -107,11 +118,9 @@ def _control_stop(component: str) -> Callable[[None, str | None], None]:
     return stop
 
 
-def _control_start(component: str) -> Callable[[None, str | None], None]:
+def _control_start(component: str, starter: Callable[[str], None]) -> Callable[[None, str | None], None]:
     def start(node: None, saved: str | None) -> None:
-        from .controlplane import start_controller_manager, start_scheduler
-
-        (start_scheduler if component == "kube-scheduler" else start_controller_manager)(current_version())
+        starter(current_version())
         # a restarted component takes its Lease over once the stopped one's 15 s have passed, then renews it
         wait(f"{component} to lead again (kube-system Lease {component} renewed)",
              lambda: lease_fresh(component), 90, 1, logs=(component,))
@@ -267,11 +276,6 @@ def _restart_kubelet(node: net.Node, exe: Any = None, extra: tuple[str, ...] = (
 
 def _node_field(node: net.Node, jsonpath: str) -> str:
     return kubectl("get", "node", node.name, "-o", f"jsonpath={jsonpath}", check=False).stdout.strip()
-
-
-def _wait_node_field_not(node: net.Node, jsonpath: str, suffix: str, timeout: float) -> None:
-    wait(f"{node.name} {jsonpath} not ending in {suffix}",
-         lambda: (lambda v: bool(v) and not v.endswith(suffix))(_node_field(node, jsonpath)), timeout, 1)
 
 
 def _wait_node_field(node: net.Node, jsonpath: str, want: str, timeout: float = 90) -> None:
@@ -738,11 +742,13 @@ FAULTS: dict[str, _Fault] = {
     "hostname-unresolvable": _Fault("bind an /etc/hosts without the node's name over the node's (kubeadm's Hostname "
                                     "warning)", _hosts_without_name, _hosts_restore),
     "scheduler-stop": _Fault("stop kube-scheduler (new pods stay unscheduled; its Lease stops being renewed)",
-                             _control_stop("kube-scheduler"), _control_start("kube-scheduler"), "cluster"),
+                             _control_stop("kube-scheduler"), _control_start("kube-scheduler", start_scheduler),
+                             "cluster"),
     "controller-manager-stop": _Fault("stop kube-controller-manager (no Deployment rolls out, no namespace finishes "
                                       "deleting; its Lease stops being renewed)",
                                       _control_stop("kube-controller-manager"),
-                                      _control_start("kube-controller-manager"), "cluster"),
+                                      _control_start("kube-controller-manager", start_controller_manager),
+                                      "cluster"),
     "cgroup-driver-mismatch": _Fault("restart a node's containerd with SystemdCgroup = true (the kubelet keeps "
                                      "cgroupfs): new pods there fail to start", _cgroup_driver_mismatch,
                                      _cgroup_driver_restore),

@@ -82,12 +82,17 @@ def nodes_ready() -> bool:
         for n in items)
 
 
+def runtime_known(reported: str) -> bool:
+    """A node's containerRuntimeVersion names a version: not empty and not `RUNTIME://Unknown`, which a kubelet
+    writes while its runtime does not answer, until its next status update."""
+    return bool(reported) and not reported.endswith("://Unknown")
+
+
 def runtimes_reported() -> bool:
-    """Every node's status names its runtime's version (not `RUNTIME://Unknown`, which a kubelet writes while its
-    runtime does not answer, until its next status update)."""
+    """Every node's status names its runtime's version (`runtime_known`)."""
     r = kubectl("get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.containerRuntimeVersion}", check=False)
     found = r.stdout.split() if r.returncode == 0 else []
-    return len(found) == node_count() and not any(v.endswith("://Unknown") for v in found)
+    return len(found) == node_count() and all(runtime_known(v) for v in found)
 
 
 CONTROL_LEASES = ("kube-scheduler", "kube-controller-manager")

@@ -13,7 +13,7 @@ from . import build, faults, net, proc, storage
 from .controlplane import apply_addons, ensure_pki, start_control_plane
 from .errors import TestbedError
 from .health import Status, status
-from .kube import coredns_available, node_pod_cidrs, nodes_ready, wait
+from .kube import CONTROL_LEASES, coredns_available, node_pod_cidrs, nodes_ready, wait
 from .node import (
     ensure_binds,
     import_images,
@@ -167,7 +167,7 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None) -> Status:
 def _stop_outdated_control_plane() -> None:
     """A scheduler or controller manager an older testbed started without leader election holds no Lease (what the
     control-plane checks read): stop it, so that start_control_plane starts it as this testbed does."""
-    for name in ("kube-scheduler", "kube-controller-manager"):
+    for name in CONTROL_LEASES:
         pid = proc.pid_of(name)
         if pid is None:
             continue
