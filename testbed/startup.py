@@ -13,7 +13,7 @@ from . import build, faults, net, proc, storage
 from .controlplane import apply_addons, ensure_pki, start_control_plane
 from .errors import TestbedError
 from .health import Status, status
-from .kube import CONTROL_LEASES, coredns_available, node_pod_cidrs, nodes_ready, wait
+from .kube import CONTROL_LEASES, coredns_available, lease_fresh, node_pod_cidrs, nodes_ready, wait
 from .node import (
     ensure_binds,
     import_images,
@@ -156,6 +156,9 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None) -> Status:
     start_gpu_plugin(all_nodes[-1])
     wait("every node Ready", nodes_ready, 120, 1, logs=tuple(f"{n.name}-kubelet" for n in all_nodes))
     wait("CoreDNS available", coredns_available, 120, 1)
+    # after a restart on kept etcd data, the old holders' Leases must expire (15 s) before the new processes lead
+    wait("the scheduler and the controller manager leading", lambda: all(lease_fresh(n) for n in CONTROL_LEASES),
+         60, 1, logs=tuple(CONTROL_LEASES))
     st = status()
     if not st.healthy:
         bad = [f"{c.name}: {c.detail}" for c in st.unhealthy()]
