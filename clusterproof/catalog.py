@@ -243,7 +243,8 @@ _CHECKS = [
     Check("CNI-001", "network", "suites/network/test_cni.py::test_cni_agents_ready_on_every_node",
           "The CNI's agent pods MUST be ready on every node their DaemonSet targets.",
           "A node without its CNI agent gets no pod network: new pods there never start or cannot talk.",
-          "kubectl -n kube-system describe pod AGENT-POD; kubectl -n kube-system logs AGENT-POD"),
+          "kubectl -n kube-system describe pod AGENT-POD; kubectl -n kube-system logs AGENT-POD",
+          faults=(Fault("kube-router-stop", node="tb-node-2"),)),
     Check("CNI-002", "network", "suites/network/test_cni.py::test_cni_config_on_every_host",
           "Every node MUST have a valid CNI network config in /etc/cni/net.d that its runtime has loaded "
           "(NetworkReady).",

@@ -451,6 +451,10 @@ def pod_state(pod: Any) -> str:
     for c in pod.status.conditions or []:
         if c.type == "PodScheduled" and c.status != "True" and c.message:
             parts.append(f"unschedulable: {c.message[:120]}")
+    # an init container that cannot start (a CNI agent's installer: Init:ErrImageNeverPull) holds the pod in Pending
+    for cs in pod.status.init_container_statuses or []:
+        if cs.state and cs.state.waiting:
+            parts.append(f"init container {cs.name} {cs.state.waiting.reason}")
     for cs in pod.status.container_statuses or []:
         if cs.state and cs.state.waiting:
             parts.append(f"{cs.name} {cs.state.waiting.reason}")

@@ -42,6 +42,7 @@ class Status:
     ssh_key: Path
     version: str | None  # None when there is no testbed here
     nodes: tuple[NodeInfo, ...]
+    cni: str | None = None  # kube-router | bridge; None when there is no testbed here
 
     def unhealthy(self) -> list[Component]:
         return [c for c in self.components if not c.healthy]
@@ -128,4 +129,4 @@ def status() -> Status:
             f"{f.name}{'@' + f.node if f.node else ''}" for f in active)))
     healthy = bool(comps) and all(c.healthy for c in comps)
     return Status(healthy, api_up, tuple(comps), ADMIN_KUBECONFIG, SSH_KEY, current_version(),
-                  tuple(NodeInfo(n.name, n.ip, n.netns) for n in all_nodes))
+                  tuple(NodeInfo(n.name, n.ip, n.netns) for n in all_nodes), cni_mode())

@@ -23,7 +23,7 @@ from pathlib import Path
 from clusterproof import catalog
 from clusterproof.results import BAD, Outcome, RunResult
 
-from . import kube
+from . import kube, kube_router, state
 from .errors import TestbedError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,8 +129,13 @@ def wait_healed() -> None:
     kube.wait("the testbed to be healthy again (nodes Ready and reporting their runtime, CoreDNS available, "
               "scheduler and controller-manager leading)",
               lambda: kube.apiserver_ready() and kube.nodes_ready() and kube.runtimes_reported()
-              and kube.coredns_available() and all(kube.lease_fresh(n) for n in kube.CONTROL_LEASES), HEAL_TIMEOUT,
-              interval=1.0)
+              and kube.coredns_available() and all(kube.lease_fresh(n) for n in kube.CONTROL_LEASES)
+              and _cni_agents_ready(), HEAL_TIMEOUT, interval=1.0)
+
+
+def _cni_agents_ready() -> bool:
+    """kube-router ready on every node (where the testbed runs it)."""
+    return state.cni_mode() != "kube-router" or kube_router.ready_nodes() >= {n.name for n in state.nodes()}
 
 
 def run_suite(kubeconfig: Path, ssh_key: Path, report_dir: Path, workers: int, timeout: float = 900) -> dict:

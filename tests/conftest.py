@@ -40,9 +40,10 @@ def testbed() -> dict:
             pytest.fail(msg)
         pytest.skip(msg)
     doc = st.to_json()
-    if len(doc.get("nodes") or []) != 2:
-        msg = (f"the project's tests need the two-node testbed (faults name tb-node-2), this one has "
-               f"{len(doc.get('nodes') or [])}: python -m testbed up --nodes 2")
+    if len(doc.get("nodes") or []) != 2 or doc.get("cni") != "kube-router":
+        msg = (f"the project's tests need the two-node kube-router testbed (faults name tb-node-2 and kube-router), "
+               f"this one has {len(doc.get('nodes') or [])} node(s) and {doc.get('cni')}: "
+               "python -m testbed up --nodes 2 --cni kube-router")
         if os.environ.get("CLUSTERPROOF_REQUIRE_TESTBED") == "1":
             pytest.fail(msg)
         pytest.skip(msg)

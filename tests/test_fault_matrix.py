@@ -26,6 +26,9 @@ MESSAGES: dict[str, dict[str, tuple[str, ...]]] = {
     "coredns-scale-zero": {"NODE-006": (
         "kube-system/coredns", "scaled to 0", "kubectl -n kube-system scale deployment coredns --replicas=2")},
     "cni-config-remove --node tb-node-2": {"CNI-002": ("node tb-node-2", "/etc/cni/net.d")},
+    "kube-router-stop --node tb-node-2": {"CNI-001": (
+        "kube-system/kube-router: pod kube-router-", "on tb-node-2: Pending, init container install-cni "
+        "ErrImageNeverPull", "kubectl -n kube-system describe pod kube-router-")},
     "kube-proxy-stop --node tb-node-2": {"APP-003": ("tb-node-2",), "APP-004": ("node tb-node-2", "fix: kube-proxy")},
     "app-break --value selector": {"APP-006": ("matches no pod",)},
     "app-break --value unready": {"APP-001": ("without becoming ready", "404")},

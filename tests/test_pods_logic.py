@@ -430,3 +430,17 @@ def test_a_pod_going_away_or_replaced_by_its_controller_is_no_start_problem() ->
     assert pods.pod_problem(_failed("DaemonSet", deleting=False)) is None
     assert pods.pod_problem(_failed(None, deleting=False)) == "phase Failed:"
     assert pods.StartWatch(15.0).check(_failed("ReplicaSet", deleting=True), 100.0) is None
+
+
+def test_pod_state_names_an_init_container_that_cannot_start() -> None:
+    """A CNI agent whose installer cannot start stays Pending: the line says which container and why."""
+    pod = client.V1Pod(status=client.V1PodStatus(
+        phase="Pending",
+        init_container_statuses=[client.V1ContainerStatus(
+            name="install-cni", image="kube-router", image_id="", ready=False, restart_count=0,
+            state=client.V1ContainerState(waiting=client.V1ContainerStateWaiting(reason="ErrImageNeverPull")))],
+        container_statuses=[client.V1ContainerStatus(
+            name="kube-router", image="kube-router", image_id="", ready=False, restart_count=0,
+            state=client.V1ContainerState(waiting=client.V1ContainerStateWaiting(reason="PodInitializing")))]))
+    assert pods.pod_state(pod) == ("Pending, init container install-cni ErrImageNeverPull, "
+                                   "kube-router PodInitializing, not ready")

@@ -267,3 +267,28 @@ def test_down_leaves_nothing_behind_and_up_comes_back(testbed):
     assert up.returncode == 0, up.stderr
     assert json.loads(testbed_cli("status", "--json").stdout)["healthy"]
     print(f"down {took_down:.1f}s, warm up {took_up:.1f}s")
+
+
+@pytest.mark.lifecycle
+def test_bridge_cni_comes_up_and_the_network_checks_pass_on_it(testbed, tmp_path):
+    """`up --cni bridge` replaces kube-router with the config-file bridge CNI (routes set by the testbed), and the
+    network area passes there with CNI-001 skipped (no agent pods); then the default testbed comes back."""
+    import nshosts
+
+    try:
+        up = testbed_cli("up", "--cni", "bridge", timeout=900)
+        assert up.returncode == 0, up.stderr
+        st = json.loads(testbed_cli("status", "--json").stdout)
+        assert st["healthy"] and st["cni"] == "bridge", st
+        run = nshosts.run_suite("--kubeconfig", st["kubeconfig"], "--ssh-key", st["ssh_key"], "suites/network",
+                                report_dir=tmp_path, timeout=600)
+        outcomes = {name: v.outcome for name, v in run.verdicts.items()}
+        assert outcomes and set(outcomes.values()) <= {"passed", "skipped"}, run.stdout[-3000:]
+        assert outcomes["test_cni_agents_ready_on_every_node"] == "skipped"
+        why = run.verdicts["test_cni_agents_ready_on_every_node"].message
+        assert "no CNI agent DaemonSet found (CNI: bridge)" in why
+        assert outcomes["test_pod_to_pod_between_every_node_pair"] == "passed"
+    finally:
+        back = testbed_cli("up", "--cni", "kube-router", timeout=900)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(testbed_cli("status", "--json").stdout)["cni"] == "kube-router"
