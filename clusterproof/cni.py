@@ -133,6 +133,7 @@ class Detection:
     agents: list[str] = field(default_factory=list)      # "namespace/name" of its agent DaemonSets
     evidence: list[str] = field(default_factory=list)    # one line per thing that told us
     others: list[str] = field(default_factory=list)      # other CNIs seen (e.g. a leftover flannel, multus)
+    version: str | None = None                           # the agent image's tag ("v3.27.0"), when it has one
 
     @property
     def known(self) -> bool:
@@ -140,8 +141,10 @@ class Detection:
 
     @property
     def title(self) -> str | None:
-        """The CNI's display name ("Calico", "Weave Net", ...); None when not detected."""
-        return TITLES.get(self.name, self.name) if self.known else None
+        """The CNI's display name and version ("Calico v3.27.0", "Weave Net", ...); None when not detected."""
+        if not self.known:
+            return None
+        return TITLES.get(self.name, self.name) + (f" {self.version}" if self.version else "")
 
     def text(self) -> str:
         """Evidence text: what was detected and what said so."""
@@ -183,10 +186,30 @@ def _by_annotations(nodes: Iterable[Any]) -> dict[str, list[str]]:
     return found
 
 
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference ("v2.1.0" of "docker.io/cloudnativelabs/kube-router:v2.1.0"); None for none,
+    "latest", or a digest-only reference."""
+    ref = image.split("@", 1)[0]
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag or tag in ("", "latest"):
+        return None
+    return tag
+
+
+def _agent_version(ds: Any, keys: tuple[str, ...]) -> str | None:
+    """The tag of the DaemonSet's first container whose image names the CNI (KNOWN keys)."""
+    for c in _get(ds, "spec", "template", "spec", "containers") or []:
+        image = str(_get(c, "image") or "")
+        if any(k in image.lower() for k in keys):
+            return image_tag(image)
+    return None
+
+
 def detect(daemonsets: Iterable[Any] = (), host_configs: dict[str, ConfigDir] | None = None,
            nodes: Iterable[Any] = ()) -> Detection:
     """Name the CNI from agent DaemonSets (all namespaces), else the nodes' annotations, else the hosts' configs."""
     found: dict[str, list[str]] = {}
+    versions: dict[str, str] = {}
     meta: set[str] = set()
     for ds in daemonsets:
         words = _words(ds)
@@ -194,6 +217,9 @@ def detect(daemonsets: Iterable[Any] = (), host_configs: dict[str, ConfigDir] | 
         for name, keys in KNOWN:
             if any(k in words for k in keys):
                 found.setdefault(name, []).append(ref)
+                version = _agent_version(ds, keys)
+                if version:
+                    versions.setdefault(name, version)
                 break
         else:
             meta.update(m for m, keys in META.items() if any(k in words for k in keys))
@@ -207,7 +233,7 @@ def detect(daemonsets: Iterable[Any] = (), host_configs: dict[str, ConfigDir] | 
         name = min(found, key=order.index)
         ev = [f"DaemonSet {ref}" for ref in found[name]] + by_node.get(name, [])[:3] + by_config.get(name, [])
         others = sorted((set(found) | set(by_node) | set(by_config) | meta) - {name})
-        return Detection(name, list(found[name]), ev, others)
+        return Detection(name, list(found[name]), ev, others, versions.get(name))
     if by_node:
         name = max(by_node, key=lambda n: len(by_node[n]))
         others = sorted((set(by_node) | set(by_config) | meta) - {name})

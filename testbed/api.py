@@ -39,10 +39,11 @@ class Testbed:
     def __init__(self, version: str = DEFAULT_VERSION):
         self.version = version  # the Kubernetes version `up` builds and starts
 
-    def up(self, nodes: int | None = None) -> Status:
+    def up(self, nodes: int | None = None, cni: str | None = None) -> Status:
         """Build (cached) and start what is not running, heal recorded faults, wait until healthy; with NODES
-        (1..6), a testbed of that many nodes (one with another count is taken down first)."""
-        return up(self.version, nodes)
+        (1..6), a testbed of that many nodes, with CNI (kube-router or bridge) that CNI (one with another count or
+        CNI is taken down first)."""
+        return up(self.version, nodes, cni)
 
     def down(self) -> float:
         """Stop everything and remove every trace on the machine; returns the seconds it took."""

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from .errors import TestbedError
-from .paths import COREDNS_VERSION, CRICTL_VERSION, GO_CACHE, LOCAL_PATH_VERSION, bin_dir, go_env
+from .paths import COREDNS_VERSION, CRICTL_VERSION, GO_CACHE, KUBE_ROUTER_VERSION, LOCAL_PATH_VERSION, bin_dir, go_env
 
 KUBE_CMDS = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl",
              "kubeadm"]  # kubeadm: only for tests/test_kubeadm_preflight.py (the suite against its preflight)
-ALL_BINARIES = KUBE_CMDS + ["etcd", "crictl", "coredns", "local-path-provisioner"]
+ALL_BINARIES = KUBE_CMDS + ["etcd", "crictl", "coredns", "local-path-provisioner", "kube-router"]
 VERSION_RE = re.compile(r"^v1\.(\d+)\.(\d+)$")
 
 ETCD_MAIN = """package main
@@ -208,7 +208,9 @@ def build(version: str, log: Path, echo=print) -> float:
             raise TestbedError(f"building Kubernetes {version} failed; see {log}", code=5)
     for name, mod, ver in (("crictl", "sigs.k8s.io/cri-tools/cmd/crictl", CRICTL_VERSION),
                            ("coredns", "github.com/coredns/coredns", COREDNS_VERSION),
-                           ("local-path-provisioner", "github.com/rancher/local-path-provisioner", LOCAL_PATH_VERSION)):
+                           ("local-path-provisioner", "github.com/rancher/local-path-provisioner", LOCAL_PATH_VERSION),
+                           ("kube-router", "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
+                            KUBE_ROUTER_VERSION)):
         if name in todo:
             echo(f"building {name} {ver}")
             env_out = GO_CACHE / "gobin"

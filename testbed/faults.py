@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import configs, net, proc
+from . import configs, images, kube_router, net, proc
 from .controlplane import start_controller_manager, start_scheduler
 from .errors import TestbedError
 from .kube import (
@@ -32,7 +32,7 @@ from .kube import (
 )
 from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_proxy, start_kubelet, write_cni
 from .paths import STATE, bin_dir
-from .state import bind_source, containerd_address, current_version, find_node, node_dir, nodes
+from .state import bind_source, cni_mode, containerd_address, current_version, find_node, node_dir, nodes
 
 FILE = STATE / "faults.json"
 TAINT = "clusterproof.io/fault"
@@ -179,15 +179,86 @@ def _take(path: Path) -> str | None:
     return text
 
 
+def _cni_conf(node: net.Node) -> Path:
+    """The CNI config file the node's runtime loads: kube-router's (its init container installs it) or the bridge's."""
+    name = kube_router.CONF_NAME if cni_mode() == "kube-router" else "10-bridge.conflist"
+    return bind_source(node, "/etc/cni/net.d") / name
+
+
 def _cni_remove(node: net.Node, value: str | None) -> str | None:
-    return _take(bind_source(node, "/etc/cni/net.d") / "10-bridge.conflist")
+    return _take(_cni_conf(node))
 
 
 def _cni_restore(node: net.Node, saved: str | None) -> None:
     if saved:
-        (bind_source(node, "/etc/cni/net.d") / "10-bridge.conflist").write_text(saved)
-    else:
+        _cni_conf(node).write_text(saved)
+    elif cni_mode() == "bridge":
         write_cni(node, node_pod_cidrs()[node.name])
+    else:  # a new kube-router pod installs the template again and fills in the node's podCIDR
+        _restart_kube_router(node)
+
+
+def _kube_router_pod(node: net.Node) -> str | None:
+    r = kubectl("-n", kube_router.NAMESPACE, "get", "pods", "-l", "k8s-app=kube-router", "--field-selector",
+                f"spec.nodeName={node.name}", "-o", "jsonpath={.items[*].metadata.name}", check=False)
+    names = r.stdout.split() if r.returncode == 0 else []
+    return names[0] if names else None
+
+
+def _restart_kube_router(node: net.Node) -> None:
+    pod = _kube_router_pod(node)
+    if pod:
+        kubectl("-n", kube_router.NAMESPACE, "delete", "pod", pod, "--wait=false")
+    wait(f"kube-router ready on {node.name}",
+         lambda: node.name in kube_router.ready_nodes() and _kube_router_pod(node) not in (None, pod), 120, 1)
+
+
+def _needs_kube_router() -> None:
+    if cni_mode() != "kube-router":
+        raise TestbedError(f"this fault needs the kube-router CNI; the testbed runs {cni_mode()} "
+                           "(python -m testbed up --cni kube-router)", code=2)
+
+
+def _kube_router_stop(node: net.Node, value: str | None) -> None:
+    """kube-router gone from one node: its image removed there and its pod deleted, so the DaemonSet's replacement
+    cannot start (ErrImageNeverPull), as an agent whose image a node cannot pull."""
+    _needs_kube_router()
+    subprocess.run(["ctr", "-n", "k8s.io", "--address", containerd_address(node), "images", "rm", kube_router.IMAGE],
+                   capture_output=True, check=False, timeout=60)
+    pod = _kube_router_pod(node)
+    if pod:
+        kubectl("-n", kube_router.NAMESPACE, "delete", "pod", pod, "--grace-period=5")
+    wait(f"kube-router's replacement pod on {node.name} failing to start",
+         lambda: _kube_router_pod(node) not in (None, pod) and node.name not in kube_router.ready_nodes(), 60, 1)
+
+
+def _kube_router_start(node: net.Node, saved: str | None) -> None:
+    from .node import extra_images
+
+    tars = extra_images(current_version(), echo=lambda *_: None)
+    images.import_images(containerd_address(node), {kube_router.IMAGE: tars[kube_router.IMAGE]})
+    _restart_kube_router(node)
+
+
+def _kube_router_no_policy(node: None, value: str | None) -> None:
+    """kube-router runs with its firewall (the NetworkPolicy controller) off: policies are accepted by the API and
+    never enforced, while the CNI still claims policy support."""
+    _needs_kube_router()
+    args = tuple(a for a in kube_router.ARGS if not a.startswith("--run-firewall=")) + ("--run-firewall=false",)
+    kube_router.deploy(args)
+    _wait_kube_router_rollout()
+
+
+def _kube_router_policy_restore(node: None, saved: str | None) -> None:
+    kube_router.deploy()
+    _wait_kube_router_rollout()
+
+
+def _wait_kube_router_rollout() -> None:
+    kubectl("-n", kube_router.NAMESPACE, "rollout", "status", f"daemonset/{kube_router.NAME}", "--timeout=120s",
+            timeout=130)
+    want = {n.name for n in nodes()}
+    wait("kube-router ready on every node", lambda: kube_router.ready_nodes() >= want, 60, 1)
 
 
 def _sysctl_set(node: net.Node, value: str | None) -> str:
@@ -749,6 +820,12 @@ FAULTS: dict[str, _Fault] = {
                                       _control_stop("kube-controller-manager"),
                                       _control_start("kube-controller-manager", start_controller_manager),
                                       "cluster"),
+    "kube-router-stop": _Fault("remove kube-router's image from a node and delete its pod there: the DaemonSet's "
+                               "replacement cannot start (needs --cni kube-router)", _kube_router_stop,
+                               _kube_router_start),
+    "kube-router-no-policy": _Fault("run kube-router with --run-firewall=false: NetworkPolicies are accepted and not "
+                                    "enforced (needs --cni kube-router)", _kube_router_no_policy,
+                                    _kube_router_policy_restore, "cluster"),
     "cgroup-driver-mismatch": _Fault("restart a node's containerd with SystemdCgroup = true (the kubelet keeps "
                                      "cgroupfs): new pods there fail to start", _cgroup_driver_mismatch,
                                      _cgroup_driver_restore),

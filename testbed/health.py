@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import faults, net, proc
+from . import faults, kube_router, net, proc
 from .kube import CONTROL_LEASES, coredns_available, http_ok, https_ok, kubectl, lease_fresh
 from .paths import STATE
-from .state import ADMIN_KUBECONFIG, SSH_KEY, containerd_address, current_version, nodes
+from .state import ADMIN_KUBECONFIG, SSH_KEY, cni_mode, containerd_address, current_version, nodes
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,12 @@ def status() -> Status:
     if api_up:
         ok, detail = _check(coredns_available)
         comps.append(Component("coredns", None, ok, detail))
+    if api_up and cni_mode() == "kube-router":
+        want = {n.name for n in all_nodes}
+        agents = kube_router.ready_nodes()
+        comps.append(Component("kube-router", None, agents >= want,
+                               "a ready pod on every node" if agents >= want else
+                               f"no ready pod on {', '.join(sorted(want - agents))}"))
     active = faults.active()
     if active:
         comps.append(Component("faults", None, False, ", ".join(

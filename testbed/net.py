@@ -68,7 +68,7 @@ def setup_bridge() -> None:
         sh("iptables", "-I", *rule)
 
 
-def setup_node(node: Node) -> None:
+def setup_node(node: Node, cni_bridge: str = "cni0") -> None:
     if not netns_exists(node.netns):
         sh("ip", "netns", "add", node.netns)
     if not link_exists(node.veth):
@@ -84,21 +84,21 @@ def setup_node(node: Node) -> None:
     for key in ("net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1",
                 "net.bridge.bridge-nf-call-ip6tables=1"):
         in_ns(node, "sysctl", "-qw", key, check=False)
-    # The bridge CNI plugin adopts an existing cni0; made here so its neighbour settings can be set
-    # (this kernel has no per-namespace neigh/default to inherit from).
-    if in_ns(node, "ip", "link", "show", "cni0", check=False).returncode != 0:
-        in_ns(node, "ip", "link", "add", "cni0", "type", "bridge")
-    in_ns(node, "sysctl", "-qw", "net.ipv4.neigh.cni0.delay_first_probe_time=1", check=False)
+    # The bridge CNI plugin adopts an existing bridge (cni0; kube-router's kube-bridge); made here so its neighbour
+    # settings can be set (this kernel has no per-namespace neigh/default to inherit from).
+    if in_ns(node, "ip", "link", "show", cni_bridge, check=False).returncode != 0:
+        in_ns(node, "ip", "link", "add", cni_bridge, "type", "bridge")
+    in_ns(node, "sysctl", "-qw", f"net.ipv4.neigh.{cni_bridge}.delay_first_probe_time=1", check=False)
 
 
-def set_pod_routes(all_nodes: list[Node], cidrs: dict[str, str]) -> None:
-    """Route every node's pod range via that node, on the machine and on the other nodes."""
+def set_pod_routes(all_nodes: list[Node], cidrs: dict[str, str], between_nodes: bool = True) -> None:
+    """Route every node's pod range via that node, on the machine and (BETWEEN_NODES) on the other nodes."""
     for n in all_nodes:
         cidr = cidrs.get(n.name)
         if not cidr:
             continue
         sh("ip", "route", "replace", cidr, "via", n.ip)
-        for other in all_nodes:
+        for other in all_nodes if between_nodes else ():
             if other != n:
                 in_ns(other, "ip", "route", "replace", cidr, "via", n.ip, check=False)
 

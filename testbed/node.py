@@ -15,7 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import configs, gpu_plugin, images, net, proc, storage, suite_image
+from . import configs, gpu_plugin, images, kube_router, net, proc, storage, suite_image
 from .errors import TestbedError
 from .kube import wait
 from .paths import STATE, bin_dir
@@ -230,14 +230,23 @@ def import_images(nodes: list[net.Node], version: str, echo: Callable[[str], Non
         list(pool.map(lambda n: images.import_images(containerd_address(n), tars), nodes))
 
 
-def extra_images(version: str, echo: Callable[[str], None]) -> dict[str, Path]:
-    """The suite image (keyed by content) and the local-path provisioner's (keyed by its binary)."""
-    binary = bin_dir(version) / "local-path-provisioner"
-    archive = images.IMAGES_DIR / images._archive_name(storage.LOCAL_PATH)
+def _stamped_image(name: str, binary: Path, spec: Callable[[], images.ImageSpec]) -> Path:
+    """The archive of an image made around one built binary, assembled again only when that binary changed."""
+    archive = images.IMAGES_DIR / images._archive_name(name)
     stamp = archive.with_name(archive.name + ".src")
     st = binary.stat()
     src = f"{binary}:{st.st_size}:{st.st_mtime_ns}"
     if not (archive.exists() and stamp.exists() and stamp.read_text() == src):
-        archive = images.assemble(storage.image_spec(bin_dir(version)))
+        archive = images.assemble(spec())
         stamp.write_text(src)
-    return {storage.LOCAL_PATH: archive, suite_image.SUITE: suite_image.build(echo)}
+    return archive
+
+
+def extra_images(version: str, echo: Callable[[str], None]) -> dict[str, Path]:
+    """The suite image (keyed by content), the local-path provisioner's and kube-router's (keyed by binary)."""
+    bins = bin_dir(version)
+    return {storage.LOCAL_PATH: _stamped_image(storage.LOCAL_PATH, bins / "local-path-provisioner",
+                                               lambda: storage.image_spec(bins)),
+            kube_router.IMAGE: _stamped_image(kube_router.IMAGE, bins / "kube-router",
+                                              lambda: kube_router.image_spec(bins)),
+            suite_image.SUITE: suite_image.build(echo)}

@@ -11,6 +11,7 @@ DEFAULT_VERSION = "v1.35.4"
 CRICTL_VERSION = "v1.37.0"
 COREDNS_VERSION = "v1.14.7"
 LOCAL_PATH_VERSION = "v0.0.30"  # github.com/rancher/local-path-provisioner: the testbed's StorageClass
+KUBE_ROUTER_VERSION = "v2.1.0"  # github.com/cloudnativelabs/kube-router/v2: the default CNI, an agent DaemonSet
 
 # The account's home, not $HOME: a caller that moves HOME (pytester does) must still find the cache.
 _HOME = Path(pwd.getpwuid(os.getuid()).pw_dir)

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import build, faults, net, proc, storage
+from . import build, faults, kube_router, net, proc, storage
 from .controlplane import apply_addons, ensure_pki, start_control_plane
 from .errors import TestbedError
 from .health import Status, status
@@ -29,8 +29,11 @@ from .node import (
 from .paths import CACHE, DEFAULT_VERSION, RUN, STATE
 from .state import (
     ADMIN_KUBECONFIG,
+    CNI_FILE,
     NODE_COUNT_FILE,
+    check_cni,
     check_node_count,
+    cni_mode,
     current_version,
     node_count,
     nodes,
@@ -95,19 +98,24 @@ def ports_in_use(ports: dict[int, str] = CONTROL_PORTS) -> list[str]:
     return busy
 
 
-def up(version: str = DEFAULT_VERSION, count: int | None = None) -> Status:
+def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None = None) -> Status:
     """Start whatever is not running (about 1 s when all is) and heal recorded faults; the final status.
 
-    COUNT nodes (1..6; default: the count of the testbed here, else CLUSTERPROOF_TESTBED_NODES or 2). A testbed
-    with another count is taken down first."""
+    COUNT nodes (1..6; default: the count of the testbed here, else CLUSTERPROOF_TESTBED_NODES or 2) and CNI
+    (kube-router or bridge; default: the testbed's here, else CLUSTERPROOF_TESTBED_CNI or kube-router). A testbed
+    with another count or CNI is taken down first."""
     t0 = time.monotonic()
     want = check_node_count(count) if count is not None else node_count()
+    want_cni = check_cni(cni) if cni is not None else cni_mode()
     preflight(version)
     if STATE.exists() and version_file().exists() and current_version() != version:
         raise TestbedError(f"a testbed of {current_version()} is already here; run python -m testbed down first",
                            code=9)
     if STATE.exists() and NODE_COUNT_FILE.exists() and node_count() != want:
         say(f"the testbed here has {node_count()} node(s): taking it down to bring up {want}")
+        down()
+    if STATE.exists() and version_file().exists() and cni_mode() != want_cni:
+        say(f"the testbed here runs the {cni_mode()} CNI: taking it down to bring up {want_cni}")
         down()
     st = status()
     if st.healthy:  # an active fault makes the status unhealthy: up heals it below
@@ -126,11 +134,12 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None) -> Status:
     RUN.mkdir(parents=True, exist_ok=True)
     version_file().write_text(version)
     NODE_COUNT_FILE.write_text(f"{want}\n")
+    CNI_FILE.write_text(f"{want_cni}\n")
     ensure_pki()
     all_nodes = nodes()
     net.setup_bridge()
     for node in all_nodes:
-        net.setup_node(node)
+        net.setup_node(node, "cni0" if want_cni == "bridge" else kube_router.BRIDGE)
         prepare_node_fs(node)
         start_node_holder(node)
 
@@ -148,9 +157,17 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None) -> Status:
     wait("every node registered with a podCIDR", lambda: len(node_pod_cidrs()) == len(all_nodes), 90,
          logs=tuple(f"{n.name}-kubelet" for n in all_nodes))
     cidrs = node_pod_cidrs()
-    for node in all_nodes:
-        write_cni(node, cidrs[node.name])
-    net.set_pod_routes(all_nodes, cidrs)
+    if want_cni == "bridge":
+        for node in all_nodes:
+            write_cni(node, cidrs[node.name])
+        net.set_pod_routes(all_nodes, cidrs)
+    else:  # kube-router routes the pod ranges between the nodes (BGP); the machine is no peer: it gets static ones
+        net.set_pod_routes(all_nodes, cidrs, between_nodes=False)
+        kube_router.deploy()
+        # before any pod needs a pod network: until kube-router has written the node's podCIDR into the CNI config
+        # its init container installed, the bridge plugin fails with "no IP ranges specified"
+        wait("kube-router ready on every node", lambda: kube_router.ready_nodes() >= {n.name for n in all_nodes},
+             120, 1)
     apply_addons()
     storage.deploy()
     start_gpu_plugin(all_nodes[-1])
@@ -194,6 +211,8 @@ def _refresh_extras(version: str) -> None:
         for target in ensure_binds(node):
             say(f"{node.name}: bound {target}")
     import_images(all_nodes, version, echo=say, extras_only=True)
+    if cni_mode() == "kube-router" and kube_router.deploy():
+        say(f"applied kube-router {kube_router.KUBE_ROUTER_VERSION}")
     if storage.deploy():
         say(f"deployed local-path-provisioner {storage.LOCAL_PATH} (default StorageClass {storage.STORAGE_CLASS})")
 

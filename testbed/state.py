@@ -48,6 +48,32 @@ def node_count() -> int:
         return default_node_count()
 
 
+CNI_FILE = STATE / "cni"
+CNIS = ("kube-router", "bridge")  # the agent DaemonSet (testbed/kube_router.py), the config-file bridge
+
+
+def check_cni(raw: str, what: str = "--cni") -> str:
+    """A CNI the testbed runs (CNIS), or a TestbedError saying which."""
+    if raw not in CNIS:
+        raise TestbedError(f"{what} takes one of {', '.join(CNIS)}, not {raw!r}", code=2)
+    return raw
+
+
+def default_cni() -> str:
+    return check_cni(os.environ.get("CLUSTERPROOF_TESTBED_CNI", CNIS[0]), "CLUSTERPROOF_TESTBED_CNI")
+
+
+def cni_mode() -> str:
+    """The CNI of the testbed here (recorded by up), else the default for the next up."""
+    try:
+        return check_cni(CNI_FILE.read_text().strip(), str(CNI_FILE))
+    except OSError:
+        # a testbed started before `up --cni` existed ran the bridge CNI
+        return "bridge" if (STATE / "version").exists() else default_cni()
+    except TestbedError:
+        return default_cni()
+
+
 def nodes() -> list[net.Node]:
     """The testbed's nodes, tb-node-1 first."""
     return net.nodes(node_count())

@@ -42,6 +42,19 @@ def test_detect_from_daemonsets(objs, name, agents) -> None:
     assert (got.name, got.agents) == (name, agents)
 
 
+@pytest.mark.parametrize(("image", "title"), [
+    ("docker.io/cloudnativelabs/kube-router:v2.1.0", "kube-router v2.1.0"),
+    ("localhost:5000/cloudnativelabs/kube-router", "kube-router"),        # a registry port is no tag
+    ("docker.io/cloudnativelabs/kube-router:latest", "kube-router"),
+    ("docker.io/cloudnativelabs/kube-router@sha256:" + "0" * 64, "kube-router"),
+    ("docker.io/cloudnativelabs/kube-router:v2.1.0@sha256:" + "0" * 64, "kube-router v2.1.0"),
+])
+def test_detected_cni_names_its_agent_image_version(image, title) -> None:
+    """The report's fingerprint shows the CNI with the tag of its agent's image, where it has one."""
+    got = cni.detect([KUBE_PROXY, ds("kube-router", "kube-system", "busybox:1.36", image)])
+    assert got.title == title
+
+
 BRIDGE = json.dumps({"cniVersion": "1.0.0", "name": "tb", "plugins": [
     {"type": "bridge", "bridge": "cni0", "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.1.0/24"}]]}},
     {"type": "portmap", "capabilities": {"portMappings": True}}]})

@@ -1,0 +1,183 @@
+"""kube-router, the testbed's default CNI: an agent DaemonSet, as the course's Calico is.
+
+On every node a kube-router pod (host network, privileged) fills the node's podCIDR into the CNI
+config its init container put in /etc/cni/net.d (the bridge and host-local plugins Debian ships
+do the per-pod work), peers with the other nodes over BGP and routes their pod ranges, and
+enforces NetworkPolicy with iptables and ipset. kube-proxy keeps the Services. The image is built
+here from the kube-router binary (github.com/cloudnativelabs/kube-router/v2, built from the Go
+module) and the machine's own iptables, ipset and iproute2 with their libraries.
+
+`python -m testbed up --cni bridge` keeps the config-file bridge CNI (testbed/configs.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from . import images, net
+from .images import ImageSpec, Layer
+from .kube import kubectl
+from .paths import KUBE_ROUTER_VERSION
+
+IMAGE = f"localhost/clusterproof/kube-router:{KUBE_ROUTER_VERSION}"
+NAMESPACE = "kube-system"
+NAME = "kube-router"
+LABELS = {"k8s-app": NAME, "tier": "node"}
+CONF_NAME = "10-kuberouter.conflist"
+BRIDGE = "kube-bridge"
+HEALTH_PORT = 20244
+HASH_ANNOTATION = "clusterproof.io/manifest-sha256"
+# kube-router's flags as the testbed runs it; the fault kube-router-no-policy turns the firewall off
+ARGS = ("--run-router=true", "--run-firewall=true", "--run-service-proxy=false", "--enable-overlay=false",
+        "--bgp-graceful-restart=true", f"--service-cluster-ip-range={net.SERVICE_CIDR}",
+        f"--health-port={HEALTH_PORT}", "--v=1")
+XTABLES_NAMES = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
+XTABLES_MODULES = Path("/usr/lib/x86_64-linux-gnu/xtables")
+TOOLS = {"usr/sbin/ipset": Path("/usr/sbin/ipset"), "usr/sbin/ip": Path("/usr/bin/ip")}
+
+
+def cni_template() -> str:
+    """The CNI config the init container installs; kube-router adds the node's podCIDR to its ranges."""
+    return json.dumps({
+        "cniVersion": "0.4.0",
+        "name": "kube-router",
+        "plugins": [
+            {"type": "bridge", "name": "kubernetes", "bridge": BRIDGE, "isDefaultGateway": True,
+             "hairpinMode": True, "ipam": {"type": "host-local"}},
+            {"type": "portmap", "capabilities": {"portMappings": True, "snat": True}},
+        ],
+    }, indent=2) + "\n"
+
+
+def _xtables() -> Path:
+    """The xtables multi-binary the machine's iptables is (nft or legacy): kube-proxy runs on the machine's, and
+    the two must program the same backend."""
+    return Path("/usr/sbin/iptables").resolve()
+
+
+def image_spec(bin_dir: Path) -> ImageSpec:
+    """busybox + python (the probe image's layer, shared) and a layer of kube-router with iptables, ipset, ip."""
+    layer = Layer(f"kube-router {KUBE_ROUTER_VERSION}")
+    layer.file("usr/local/bin/kube-router", bin_dir / "kube-router", 0o755)
+    xt = _xtables()
+    layer.file(f"usr/sbin/{xt.name}", xt, 0o755)
+    for name in XTABLES_NAMES:
+        layer.link(f"usr/sbin/{name}", xt.name)
+    for dest, src in TOOLS.items():
+        layer.file(dest, src.resolve(), 0o755)
+    modules = sorted(XTABLES_MODULES.glob("*.so"))
+    for mod in modules:
+        layer.file(f"usr/lib/x86_64-linux-gnu/xtables/{mod.name}", mod.resolve(), 0o755)
+    for lib in images._ldd([xt, *TOOLS.values(), *modules]):
+        image_path = "/usr" + lib if lib.startswith(("/lib/", "/lib64/")) else lib
+        layer.file(image_path, Path(lib).resolve(), 0o755)
+    if Path("/etc/iproute2").is_dir():
+        layer.tree("etc/iproute2", Path("/etc/iproute2"))
+    return ImageSpec(IMAGE, [images._base_layer(), layer], entrypoint=["/usr/local/bin/kube-router"],
+                     env=[images.PATH_ENV])
+
+
+def manifest(args: tuple[str, ...] = ARGS) -> str:
+    """The ServiceAccount, its ClusterRole and binding, the CNI template and the DaemonSet (kubectl apply)."""
+    rules = [
+        {"apiGroups": [""], "resources": ["namespaces", "pods", "services", "nodes", "endpoints"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]},
+        {"apiGroups": [""], "resources": ["services/status"], "verbs": ["update"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+    install = (f"set -e; if [ ! -f /etc/cni/net.d/{CONF_NAME} ]; then "
+               f"cp /etc/kube-router/cni-conf.json /etc/cni/net.d/.{CONF_NAME}.tmp; "
+               f"mv /etc/cni/net.d/.{CONF_NAME}.tmp /etc/cni/net.d/{CONF_NAME}; fi")
+    ds = {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": LABELS},
+        "spec": {
+            "selector": {"matchLabels": LABELS},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
+            "template": {"metadata": {"labels": LABELS}, "spec": {
+                "priorityClassName": "system-node-critical",
+                "serviceAccountName": NAME,
+                "hostNetwork": True,
+                "terminationGracePeriodSeconds": 5,
+                "tolerations": [{"operator": "Exists", "effect": "NoSchedule"},
+                                {"operator": "Exists", "effect": "NoExecute"},
+                                {"key": "CriticalAddonsOnly", "operator": "Exists"}],
+                "initContainers": [{
+                    "name": "install-cni", "image": IMAGE, "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", install],
+                    "volumeMounts": [{"name": "cni-conf-dir", "mountPath": "/etc/cni/net.d"},
+                                     {"name": "kube-router-cfg", "mountPath": "/etc/kube-router"}]}],
+                "containers": [{
+                    "name": NAME, "image": IMAGE, "imagePullPolicy": "Never",
+                    "args": list(args),
+                    "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                            {"name": "KUBE_ROUTER_CNI_CONF_FILE", "value": f"/etc/cni/net.d/{CONF_NAME}"}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT},
+                                       "periodSeconds": 2, "failureThreshold": 2},
+                    "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT},
+                                      "initialDelaySeconds": 10, "periodSeconds": 5},
+                    "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+                    "securityContext": {"privileged": True},
+                    "volumeMounts": [{"name": "cni-conf-dir", "mountPath": "/etc/cni/net.d"},
+                                     {"name": "xtables-lock", "mountPath": "/run/xtables.lock"}]}],
+                "volumes": [
+                    {"name": "cni-conf-dir", "hostPath": {"path": "/etc/cni/net.d"}},
+                    {"name": "kube-router-cfg", "configMap": {"name": "kube-router-cfg"}},
+                    {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}}],
+            }},
+        },
+    }
+    docs = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": NAMESPACE}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": NAME},
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": NAME},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": NAME},
+         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": "kube-router-cfg", "namespace": NAMESPACE, "labels": LABELS},
+         "data": {"cni-conf.json": cni_template()}},
+        ds,
+    ]
+    return "\n---\n".join(json.dumps(d, sort_keys=True) for d in docs) + "\n"
+
+
+def _applied_hash() -> str | None:
+    r = kubectl("-n", NAMESPACE, "get", "daemonset", NAME, "-o", "json", check=False)
+    if r.returncode != 0:
+        return None
+    return (json.loads(r.stdout)["metadata"].get("annotations") or {}).get(HASH_ANNOTATION)
+
+
+def deploy(args: tuple[str, ...] = ARGS) -> bool:
+    """Apply kube-router with ARGS unless exactly this manifest runs already; True when applied."""
+    text = manifest(args)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    if _applied_hash() == digest:
+        return False
+    docs = text.split("\n---\n")
+    ds = json.loads(docs[-1])
+    ds["metadata"]["annotations"] = {HASH_ANNOTATION: digest}
+    kubectl("apply", "-f", "-", input="\n---\n".join([*docs[:-1], json.dumps(ds, sort_keys=True)]) + "\n")
+    return True
+
+
+def ready_nodes() -> set[str]:
+    """Nodes with a Ready kube-router pod that is not being deleted."""
+    r = kubectl("-n", NAMESPACE, "get", "pods", "-l", ",".join(f"{k}={v}" for k, v in LABELS.items()), "-o", "json",
+                check=False)
+    if r.returncode != 0:
+        return set()
+    out = set()
+    for pod in json.loads(r.stdout).get("items", []):
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        conds = pod.get("status", {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
+            out.add(pod.get("spec", {}).get("nodeName", ""))
+    return out - {""}
