@@ -277,7 +277,8 @@ _CHECKS = [
           "every isolation the cluster's users declared is silently open.",
           "use a CNI that enforces NetworkPolicy (Calico, Cilium, kube-router with --run-firewall=true, Antrea, ...) "
           "and check its policy controller's logs; a CNI without policy support is named in a WARN",
-          depends_on=("NODE-001", "CNI-002", "CNI-005", "HOST-014", "CP-001", "CP-002")),
+          depends_on=("NODE-001", "CNI-001", "CNI-002", "CNI-005", "HOST-014", "CP-001", "CP-002"),
+          faults=(Fault("kube-router-no-policy"),)),
     Check("DNS-001", "network", "suites/network/test_dns.py::test_kubernetes_default_resolves",
           "`kubernetes.default` MUST resolve, from a pod on every Ready node, to the kubernetes Service's ClusterIP.",
           "Pods that talk to the API server by name (operators, controllers) fail to start.",

@@ -121,8 +121,19 @@ def _inconclusive(step: str, seen: Iterable[Seen], setup: Setup) -> Verdict | No
                              "exec path)")
 
 
-def judge(setup: Setup, baseline: tuple[Seen, ...], deny: Step | None = None, allow: Step | None = None) -> Verdict:
-    """The CNI-006 verdict from the steps run so far (a step not reached is None)."""
+def _agents_down(step: str, rows: list[str], unready_agents: tuple[str, ...]) -> Verdict | None:
+    """A skip blaming CNI-001 when a policy did not hold while the CNI's agent on a node involved was not ready: the
+    agent that programs the policy is down, and CNI-001 reports that (the skip stands only if it fails)."""
+    if not unready_agents:
+        return None
+    return Verdict.skipped(f"{step} did not hold ({'; '.join(rows)}) while the CNI's agent pods on the nodes involved "
+                           f"were not ready ({'; '.join(unready_agents)}): CNI-001's finding", blames="CNI-001")
+
+
+def judge(setup: Setup, baseline: tuple[Seen, ...], deny: Step | None = None, allow: Step | None = None,
+          unready_agents: tuple[str, ...] = ()) -> Verdict:
+    """The CNI-006 verdict from the steps run so far (a step not reached is None); `unready_agents` are the CNI's
+    agent pods on the server's and the clients' nodes that were not ready when a step did not hold."""
     server = f"{setup.server} ({setup.address})"
     subject = f"NetworkPolicy on pod {setup.namespace}/{setup.server} (CNI {setup.title})"
     # 1. baseline: without a policy both clients must reach the server, or nothing after it means anything
@@ -156,6 +167,9 @@ def judge(setup: Setup, baseline: tuple[Seen, ...], deny: Step | None = None, al
         observed = (f"{', '.join(s.pod for s in leaks)} still reached the server {deny.waited:.1f}s after the policy "
                     f"was created (none of the {deny.rounds} probe rounds saw both clients blocked)")
         rows = _rows(deny.last, DENY_WANTS, server)
+        down = _agents_down("the deny-all policy", rows, unready_agents)
+        if down is not None:
+            return down
         support = cni.policy_support(setup.cni)
         if support == "no":
             return Verdict.warned(
@@ -187,6 +201,9 @@ def judge(setup: Setup, baseline: tuple[Seen, ...], deny: Step | None = None, al
             return _inconclusive("after the allow policy", allow.last, setup) or Verdict.errored(
                 subject, "the allow step saw no probe")
         rows = _rows(allow.last, ALLOW_WANTS, server)
+        down = _agents_down("the allow rule", rows, unready_agents)
+        if down is not None:
+            return down
         what = []
         if any(s.role == ALLOWED for s in wrong):
             what.append(f"the allow rule {allow.policy} was not honoured: the client it selects did not connect")

@@ -385,3 +385,16 @@ def test_no_connection_before_any_policy_blames_pod_to_pod_or_fails_on_one_node(
 def test_a_probe_that_could_not_run_is_an_error_never_a_verdict(baseline, deny, allow) -> None:
     v = netpol.judge(SETUP, baseline, deny, allow)
     assert v.status == Status.ERROR, v.message
+
+
+def test_a_policy_that_did_not_hold_while_the_agent_was_down_blames_cni_001() -> None:
+    down = ("kube-system/kube-router-9gpfs on tb-node-2: Pending, kube-router PodInitializing, not ready",)
+    setup = replace(SETUP, cni="kube-router", agents=("kube-system/kube-router",))
+    v = netpol.judge(setup, BASE, DENY_IGNORED, unready_agents=down)
+    assert v.status == Status.SKIP and v.blames == "CNI-001"
+    assert "the deny-all policy did not hold" in v.reason and "kube-router-9gpfs on tb-node-2" in v.reason
+    allow = netpol.Step("clusterproof-allow-from-allowed", None, 10.2, 4, seen(B, B))
+    v = netpol.judge(setup, BASE, DENY_OK, allow, unready_agents=down)
+    assert v.status == Status.SKIP and v.blames == "CNI-001" and "the allow rule did not hold" in v.reason
+    # with every agent ready the same observation is the CNI's failure
+    assert netpol.judge(setup, BASE, DENY_IGNORED, unready_agents=()).status == Status.FAIL

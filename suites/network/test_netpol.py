@@ -104,6 +104,27 @@ class Prober:
         return netpol.Step(policy, after, time.monotonic() - t0, len(rounds), rounds[-1] if rounds else ())
 
 
+def _unready_agents(workloads: pods.Workloads, detection: cni.Detection, nodes: set[str]) -> tuple[str, ...]:
+    """The CNI's agent pods on `nodes` that are not ready now (best effort: a read error is evidence, not a finding)."""
+    t = timeouts.get("api")
+    found: list[str] = []
+    try:
+        for ref in detection.agents:
+            ns, name = ref.split("/", 1)
+            ds = workloads.apps_v1.read_namespaced_daemon_set(name, ns, _request_timeout=t)
+            sel = ",".join(f"{k}={v}" for k, v in (ds.spec.selector.match_labels or {}).items())
+            agent_pods: list[Any] = workloads.core_v1.list_namespaced_pod(ns, label_selector=sel,
+                                                                          _request_timeout=t).items
+            for p in agent_pods:
+                if p.spec.node_name in nodes and not pods.is_ready(p):
+                    found.append(f"{ns}/{p.metadata.name} on {p.spec.node_name}: {pods.pod_state(p)}")
+    except Exception as exc:   # the verdict stands on the probes; this only tells whether the agent was down
+        evidence("the CNI's agent pods (kubectl get pods -l ...)", f"not read: {type(exc).__name__}: {exc}"[:300])
+        return ()
+    evidence("the CNI's agent pods on the nodes involved that are not ready", "\n".join(found) or "none")
+    return tuple(found)
+
+
 def _create_policy(workloads: pods.Workloads, manifest: str) -> str:
     doc = workloads.create(manifest)[0]
     evidence(f"kubectl -n {workloads.namespace} create -f manifests/{manifest}",
@@ -142,9 +163,11 @@ def test_network_policy_enforced(netpol_pods, workloads: pods.Workloads, cluster
         return
 
     deny = prober.until(netpol.DENY_WANTS, _create_policy(workloads, netpol.DENY_POLICY), "deny-all")
-    if deny.held_after is None:
-        apply(judge(baseline, deny))   # a CNI without policy support warns: the allow step has nothing to show
+    involved = {client_node, server_node}
+    if deny.held_after is None:   # a CNI without policy support warns: the allow step has nothing to show
+        apply(judge(baseline, deny, unready_agents=_unready_agents(workloads, detection, involved)))
         return
 
     allow = prober.until(netpol.ALLOW_WANTS, _create_policy(workloads, netpol.ALLOW_POLICY), "allow rule")
-    apply(judge(baseline, deny, allow))
+    unready = _unready_agents(workloads, detection, involved) if allow.held_after is None else ()
+    apply(judge(baseline, deny, allow, unready_agents=unready))
