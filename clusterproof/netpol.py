@@ -187,11 +187,14 @@ def judge(setup: Setup, baseline: tuple[Seen, ...], deny: Step | None = None, al
             return Verdict.failed(
                 subject, expected, f"CNI {setup.title} enforces NetworkPolicy, but not here: {observed}",
                 _agent_fix(setup), rows)
+        which = ("the CNI was not identified (no known agent DaemonSet or node annotation, and the server node's "
+                 f"{cni.CONFIG_DIR} not read or naming no plugin)" if setup.cni == "unknown" else
+                 f"CNI {setup.cni} is not known to CNI-006 as enforcing NetworkPolicy or not")
         return Verdict.failed(
-            subject, expected, f"the API server accepted the policy and nothing enforced it ({observed}); CNI not "
-            f"known to CNI-006: {setup.cni}", "find which CNI the nodes run (/etc/cni/net.d on the server's node "
-            f"{setup.server_node}) and turn on its NetworkPolicy enforcement, or install a policy-capable CNI "
-            "(Calico, Cilium, kube-router, Antrea)", rows)
+            subject, expected, f"the API server accepted the policy and nothing enforced it: {observed}; {which}",
+            f"find which CNI the nodes run ({cni.CONFIG_DIR} on the server's node {setup.server_node}; pass --ssh-key "
+            "or --host-transport=pod to let CNI-006 read it) and turn on its NetworkPolicy enforcement, or install a "
+            "policy-capable CNI (Calico, Cilium, kube-router, Antrea)", rows)
     # 3. allow rule beside the deny-all: the allowed client in, the denied one still out
     if allow is None:
         return Verdict.errored(subject, "the allow step did not run")

@@ -349,7 +349,9 @@ def test_deny_ignored_by_an_unknown_cni_fails() -> None:
     v = netpol.judge(replace(SETUP, cni="unknown"), BASE, DENY_IGNORED)
     assert v.status == Status.FAIL
     assert "the API server accepted the policy and nothing enforced it" in v.observed
-    assert "/etc/cni/net.d on the server's node tb-node-2" in v.fix
+    assert "/etc/cni/net.d on the server's node tb-node-2" in v.fix and "the CNI was not identified" in v.observed
+    v = netpol.judge(replace(SETUP, cni="romana"), BASE, DENY_IGNORED)
+    assert v.status == Status.FAIL and "CNI romana is not known to CNI-006" in v.observed
 
 
 @pytest.mark.parametrize(("last", "says"), [

@@ -11,9 +11,9 @@ each took is the pass's evidence. clusterproof/netpol.py judges; the namespace a
 """
 from __future__ import annotations
 
-import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -125,6 +125,24 @@ def _unready_agents(workloads: pods.Workloads, detection: cni.Detection, nodes: 
     return tuple(found)
 
 
+def _config_cni(request: pytest.FixtureRequest, node: str) -> str:
+    """The CNI named by the config the runtime loads from /etc/cni/net.d on the node ("unknown" when unreadable): a
+    config-file CNI such as bridge runs no agent and writes no node annotation, so only its host names it."""
+    from clusterproof.hosts import HostUnreachable
+    from fixtures.hosts import node_host_of
+
+    try:
+        host = node_host_of(request, node)
+        res = host.run(cni.CONFIG_DIR_SCRIPT)
+    except HostUnreachable as exc:
+        evidence(f"{node}: {cni.CONFIG_DIR} (to name a CNI without agents)", f"host not reached: {exc}"[:400])
+        return "unknown"
+    evidence(f"{host.id}: ls {cni.CONFIG_DIR}; cat {cni.CONFIG_DIR}/*", res.evidence())
+    files = cni.split_config_dump(res.stdout)
+    cfg = cni.parse_config_dir(files) if files is not None else None
+    return cfg.cni if cfg is not None and cfg.cni else "unknown"
+
+
 def _create_policy(workloads: pods.Workloads, manifest: str) -> str:
     doc = workloads.create(manifest)[0]
     evidence(f"kubectl -n {workloads.namespace} create -f manifests/{manifest}",
@@ -134,7 +152,7 @@ def _create_policy(workloads: pods.Workloads, manifest: str) -> str:
 
 @pytest.mark.check("CNI-006")
 def test_network_policy_enforced(netpol_pods, workloads: pods.Workloads, cluster: ClusterFacts,
-                                 detection: cni.Detection) -> None:
+                                 detection: cni.Detection, request: pytest.FixtureRequest) -> None:
     """Both clients reach the server; after a default-deny ingress policy neither does; after an allow rule for the
     `allowed` label only that one does. The CNI's policy support (clusterproof.cni) decides WARN or FAIL when the
     deny is not enforced."""
@@ -152,22 +170,23 @@ def test_network_policy_enforced(netpol_pods, workloads: pods.Workloads, cluster
                          detection.name, tuple(detection.agents), timeouts.get("policy"))
     prober = Prober(workloads, {role: objs[role].metadata.name for role in netpol.CLIENTS},
                     _url(server.status.pod_ip), pods.served_text(server.metadata.name))
-    judge = functools.partial(netpol.judge, setup)
 
     baseline = prober.round()
     evidence("before any policy", "\n".join(s.line() for s in baseline))
     for pod, text in prober.last_evidence.items():
         evidence(f"before any policy: probe from {pod}", text)
     if not netpol.held(baseline, netpol.BASELINE_WANTS):
-        apply(judge(baseline))
+        apply(netpol.judge(setup, baseline))
         return
 
     deny = prober.until(netpol.DENY_WANTS, _create_policy(workloads, netpol.DENY_POLICY), "deny-all")
     involved = {client_node, server_node}
     if deny.held_after is None:   # a CNI without policy support warns: the allow step has nothing to show
-        apply(judge(baseline, deny, unready_agents=_unready_agents(workloads, detection, involved)))
+        if not detection.known:   # no agent, no annotation: a config-file CNI is named by the server node's config
+            setup = replace(setup, cni=_config_cni(request, server_node))
+        apply(netpol.judge(setup, baseline, deny, unready_agents=_unready_agents(workloads, detection, involved)))
         return
 
     allow = prober.until(netpol.ALLOW_WANTS, _create_policy(workloads, netpol.ALLOW_POLICY), "allow rule")
     unready = _unready_agents(workloads, detection, involved) if allow.held_after is None else ()
-    apply(judge(baseline, deny, allow, unready_agents=unready))
+    apply(netpol.judge(setup, baseline, deny, allow, unready_agents=unready))
