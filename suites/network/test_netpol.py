@@ -106,6 +106,8 @@ class Prober:
 
 def _unready_agents(workloads: pods.Workloads, detection: cni.Detection, nodes: set[str]) -> tuple[str, ...]:
     """The CNI's agent pods on `nodes` that are not ready now (best effort: a read error is evidence, not a finding)."""
+    if not detection.agents:
+        return ()
     t = timeouts.get("api")
     found: list[str] = []
     try:
