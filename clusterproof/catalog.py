@@ -271,6 +271,15 @@ _CHECKS = [
           "check the CNI's routes between nodes (ip route), the firewall between nodes, and ip_forward (HOST-003)",
           depends_on=("NODE-001", "CNI-002", "HOST-003", "HOST-014", "CP-001", "CP-002"),
           faults=(Fault("sysctl", "net.ipv4.ip_forward=0", "tb-node-2"),)),
+    Check("CNI-006", "network", "suites/network/test_netpol.py::test_network_policy_enforced",
+          "A default-deny ingress NetworkPolicy MUST block pod-to-pod traffic to the pods it selects, and an allow "
+          "rule MUST let in the pods it selects and no others.",
+          "The API server accepts NetworkPolicies whether or not anything enforces them: on a CNI that ignores them "
+          "every isolation the cluster's users declared is silently open.",
+          "use a CNI that enforces NetworkPolicy (Calico, Cilium, kube-router with --run-firewall=true, Antrea, ...) "
+          "and check its policy controller's logs; a CNI without policy support is named in a WARN",
+          depends_on=("NODE-001", "CNI-001", "CNI-002", "CNI-005", "HOST-014", "CP-001", "CP-002"),
+          faults=(Fault("kube-router-no-policy"),)),
     Check("DNS-001", "network", "suites/network/test_dns.py::test_kubernetes_default_resolves",
           "`kubernetes.default` MUST resolve, from a pod on every Ready node, to the kubernetes Service's ClusterIP.",
           "Pods that talk to the API server by name (operators, controllers) fail to start.",

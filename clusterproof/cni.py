@@ -75,6 +75,46 @@ PER_NODE_IPAM = {"bridge", "ptp", "flannel", "canal", "kindnet", "kube-router"}
 CONFIG_SUFFIXES = (".conf", ".conflist", ".json")
 CONFIG_DIR = "/etc/cni/net.d"
 
+# CNI-006: who enforces NetworkPolicy. A CNI that enforces it on its own (Calico's Felix, Cilium, kube-router's
+# firewall, weave-npc, Antrea, Kube-OVN, OVN-Kubernetes; Canal is flannel with Calico's policy), each with where to
+# look when its policies do not hold; one that has no policy engine at all (the reference plugins and flannel: a
+# policy-only add-on is then needed); and one whose enforcement is an optional part that is off by default or in
+# older releases, each with how to turn it on. A CNI in none of them is unknown to CNI-006.
+POLICY_ENFORCERS: dict[str, str] = {
+    "calico": "check Felix in calico-node on the server's node (kubectl -n calico-system logs ds/calico-node "
+              "-c calico-node, or -n kube-system) for policy errors",
+    "canal": "check Felix in the canal pod on the server's node (kubectl -n kube-system logs ds/canal -c calico-node)",
+    "cilium": "cilium status in the agent on the server's node; policy enforcement must not be off "
+              "(cilium config view | grep enable-policy: default or always, not never)",
+    "kube-router": "run kube-router with its firewall on (--run-firewall=true) and read its logs for the policy "
+                   "sync (kubectl -n kube-system logs ds/kube-router)",
+    "weave": "the weave-npc container must run in every weave-net pod (kubectl -n kube-system logs ds/weave-net "
+             "-c weave-npc)",
+    "antrea": "check antrea-controller and the antrea-agent on the server's node (kubectl -n kube-system logs "
+              "deploy/antrea-controller; antctl get networkpolicy)",
+    "kube-ovn": "kube-ovn-controller must run with NetworkPolicy support on (--enable-np=true); read its logs",
+    "ovn-kubernetes": "check ovnkube-controller on the server's node and its logs for the policy's ACLs",
+}
+POLICY_NONE = frozenset({"bridge", "ptp", "macvlan", "ipvlan", "host-device", "flannel"})
+POLICY_OPTIONAL: dict[str, str] = {
+    "aws-vpc-cni": "turn on the VPC CNI's network policy agent (enableNetworkPolicy=true in the aws-node "
+                   "configuration, VPC CNI >= 1.14) or install a policy engine such as Calico in policy-only mode",
+    "azure-cni": "create the cluster with a network policy engine (--network-policy azure, calico or cilium)",
+    "kindnet": "use a kindnet release that runs its network policy controller, or install a policy-capable CNI",
+}
+
+
+def policy_support(name: str) -> str:
+    """Whether the CNI enforces NetworkPolicy: "yes", "no" (it has no policy engine), "optional" (an add-on that may
+    be off) or "unknown" (CNI-006 does not know it, or the CNI was not detected)."""
+    if name in POLICY_ENFORCERS:
+        return "yes"
+    if name in POLICY_NONE:
+        return "no"
+    if name in POLICY_OPTIONAL:
+        return "optional"
+    return "unknown"
+
 
 def _get(obj: Any, *path: str) -> Any:
     """obj.a.b or obj["a"]["b"], None when missing (API models and plain dicts alike)."""

@@ -3,7 +3,7 @@
 API (keep it small; fixtures/workloads.py wraps it per test module):
 
 - `Workloads(api_client, namespace, run, image_options)`: everything a module creates.
-  `create(body_or_manifest)` labels a Pod/Deployment/DaemonSet/Service/ConfigMap (dict, or a path
+  `create(body_or_manifest)` labels a Pod/Deployment/DaemonSet/Service/ConfigMap/NetworkPolicy (dict, or a path
   relative to manifests/) with the run labels and creates it in the namespace;
   `wait_pods(names, ready=False)`, `wait_deployment(name)`, `wait_daemonset(name)` poll with
   `wait.wait_for` and stop on a start error (image pull, config, crash loop, a sandbox the node's runtime
@@ -651,6 +651,7 @@ class Workloads:
 
         self.api_client, self.namespace, self.run = api_client, namespace, run
         self.core_v1, self.apps_v1 = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+        self.networking_v1 = client.NetworkingV1Api(api_client)
         self.image_options = dict(image_options or {})   # image -> the option that sets it
         self.created: list[tuple[str, str]] = []         # (kind, name)
 
@@ -669,6 +670,7 @@ class Workloads:
                 "ConfigMap": self.core_v1.create_namespaced_config_map,
                 "Deployment": self.apps_v1.create_namespaced_deployment,
                 "DaemonSet": self.apps_v1.create_namespaced_daemon_set,
+                "NetworkPolicy": self.networking_v1.create_namespaced_network_policy,
             }
             create = creators.get(kind)
             if create is None:

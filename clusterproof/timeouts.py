@@ -13,6 +13,7 @@ _BASE = {
     "probe": 10.0,           # one network probe (max-time)
     "probe_connect": 2.0,    # one network probe (connect-timeout)
     "daemonset": 120.0,
+    "policy": 10.0,          # a NetworkPolicy created to show on the data path (CNI-006 polls this long)
 }
 _scale = 1.0
 

@@ -40,6 +40,9 @@ MESSAGES: dict[str, dict[str, tuple[str, ...]]] = {
     "sysctl-persist-remove --node tb-node-2": {"HOST-005": ("net.ipv4.ip_forward persisted on ssh://tb-node-2: "
                                                             "expected 1",)},
     "fstab-swap --node tb-node-2": {"HOST-008": ("/etc/fstab on ssh://tb-node-2: expected no active swap entry",)},
+    "kube-router-no-policy": {"CNI-006": (
+        "CNI kube-router enforces NetworkPolicy, but not here", "np-denied (denied) -> np-server",
+        "connected, expected blocked", "--run-firewall=true", "kubectl -n kube-system logs ds/kube-router")},
     "gpu-plugin-stop": {"GPU-001": ("GPU advertisement on 1 GPU node(s): expected every GPU allocatable and healthy",
                                     "tb-node-2: nvidia.com/gpu allocatable 0 of capacity", "device plugin")},
 }

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from kubernetes import client
 
-from clusterproof import cni, linux
+from clusterproof import cni, linux, netpol, pods
+from clusterproof.verdict import Status
 
 
 def ds(name: str, namespace: str, *images: str, containers: tuple[str, ...] = ()) -> client.V1DaemonSet:
@@ -244,3 +246,157 @@ def test_node_pairs_all_up_to_ten_then_a_linear_seeded_cover() -> None:
     assert cni.node_pairs(list(reversed(big))) == (pairs, said)
     assert cni.node_pairs(big[:-1] + ["node-x"])[0][500:] != pairs[500:]
     assert "1500 of the 249500 ordered pairs" in said and "seed" in said
+
+
+# ------------------------------------------------------------------ CNI-006: NetworkPolicy enforced
+
+def test_every_cni_detection_can_name_has_a_known_policy_support() -> None:
+    names = {n for n, _ in cni.KNOWN} | {n for n, _ in cni.NODE_HINTS} | set(cni.CONFIG_TYPES.values())
+    assert {n: cni.policy_support(n) for n in names if cni.policy_support(n) == "unknown"} == {}
+    assert cni.policy_support("bridge") == cni.policy_support("flannel") == "no"
+    assert {cni.policy_support(n) for n in ("calico", "canal", "cilium", "kube-router", "weave", "antrea")} == {"yes"}
+    assert cni.policy_support("aws-vpc-cni") == "optional" and cni.policy_support("unknown") == "unknown"
+
+
+def test_policy_manifests_select_the_roles_and_the_served_port() -> None:
+    deny, = pods.load_manifest(netpol.DENY_POLICY)
+    allow, = pods.load_manifest(netpol.ALLOW_POLICY)
+    server = {netpol.ROLE: netpol.SERVER}
+    assert deny["spec"]["podSelector"]["matchLabels"] == server and deny["spec"]["policyTypes"] == ["Ingress"]
+    assert "ingress" not in deny["spec"]                                   # no rule: nothing is let in
+    assert allow["spec"]["podSelector"]["matchLabels"] == server
+    rule, = allow["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {netpol.ROLE: netpol.ALLOWED}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": pods.SERVE_PORT}]
+
+
+@pytest.mark.parametrize(("outcome", "body", "detail", "state"), [
+    ("ok", "clusterproof-probe np-server\n", "answered", netpol.CONNECTED),
+    ("ok", "<html>someone else</html>", "answered", netpol.ANSWERED),
+    ("http_error", "server returned error: HTTP 403", "HTTP 403", netpol.ANSWERED),
+    ("unreachable", "", "exit 143 (timed out)", netpol.BLOCKED),
+    ("unreachable", "URLError: [Errno 111] Connection refused", "URLError: [Errno 111] Connection refused",
+     netpol.BLOCKED),
+    ("inconclusive", "", "exec failed: ApiException 500", netpol.INCONCLUSIVE),
+], ids=["server", "other-answer", "http-error", "timeout", "refused", "exec-failed"])
+def test_classify_a_probe(outcome: str, body: str, detail: str, state: str) -> None:
+    got, why = netpol.classify(outcome, body, detail, pods.served_text("np-server"))
+    assert got == state
+    if state == netpol.BLOCKED:
+        assert why == detail
+
+
+def test_place_clients_and_server_on_two_workers_when_there_are_two() -> None:
+    assert netpol.place([("cp-1", True), ("w-2", False), ("w-1", False)]) == ("w-1", "w-2")
+    assert netpol.place([("cp-1", True), ("w-1", False)]) == ("w-1", "cp-1")
+    assert netpol.place([("solo", True)]) == ("solo", "solo")
+    assert netpol.place([]) is None
+
+
+SETUP = netpol.Setup("cp-netpol-abc-gw0", "np-server", "tb-node-2", "tb-node-1", "198.18.2.7:8080", "bridge", (),
+                     10.0)
+
+
+def seen(allowed: str, denied: str, detail: str = "") -> tuple[netpol.Seen, ...]:
+    return (netpol.Seen(netpol.ALLOWED, "np-allowed", allowed, detail),
+            netpol.Seen(netpol.DENIED, "np-denied", denied, detail))
+
+
+C, B, A, X = netpol.CONNECTED, netpol.BLOCKED, netpol.ANSWERED, netpol.INCONCLUSIVE   # X: the probe did not run
+BASE = seen(C, C)
+DENY_OK = netpol.Step("clusterproof-deny-ingress", 1.3, 1.3, 2, seen(B, B, "exit 143 (timed out)"))
+DENY_IGNORED = netpol.Step("clusterproof-deny-ingress", None, 10.4, 14, seen(C, C))
+ALLOW_OK = netpol.Step("clusterproof-allow-from-allowed", 0.8, 0.8, 1, (seen(C, B)))
+
+
+def test_policies_enforced_pass_with_the_times_they_took() -> None:
+    v = netpol.judge(replace(SETUP, cni="calico"), BASE, DENY_OK, ALLOW_OK)
+    assert v.status == Status.PASS
+    assert "deny-all enforced 1.3s after it was created" in v.observed and "allow rule 0.8s after" in v.observed
+    # a CNI without a policy engine of its own, whose policies something else enforces, passes too, and says so
+    v = netpol.judge(SETUP, BASE, DENY_OK, ALLOW_OK)
+    assert v.status == Status.PASS and "another component enforces the policies" in v.observed
+
+
+def test_deny_ignored_by_a_cni_without_policy_support_warns_naming_it() -> None:
+    for name in ("bridge", "flannel"):
+        v = netpol.judge(replace(SETUP, cni=name), BASE, DENY_IGNORED)
+        assert v.status == Status.WARN, v.message
+        assert f"CNI {cni.TITLES[name]} does not enforce NetworkPolicy" in v.observed
+        assert "np-allowed, np-denied still reached the server 10.4s after the policy" in v.observed
+        assert "within 10s of the default-deny ingress policy cp-netpol-abc-gw0/clusterproof-deny-ingress" in v.expected
+        assert "install a policy-capable CNI" in v.fix
+        assert "np-denied (denied) -> np-server (198.18.2.7:8080): connected, expected blocked" in v.rows
+    v = netpol.judge(replace(SETUP, cni="aws-vpc-cni"), BASE, DENY_IGNORED)
+    assert v.status == Status.WARN and "enableNetworkPolicy=true" in v.fix
+
+
+def test_deny_ignored_by_a_policy_capable_cni_fails_naming_it_and_its_agent() -> None:
+    setup = replace(SETUP, cni="kube-router", agents=("kube-system/kube-router",))
+    v = netpol.judge(setup, BASE, DENY_IGNORED)
+    assert v.status == Status.FAIL
+    assert "CNI kube-router enforces NetworkPolicy, but not here" in v.observed
+    assert "--run-firewall=true" in v.fix and "kubectl -n kube-system logs ds/kube-router" in v.fix
+    # half enforced (only one client blocked) is not enforced
+    half = replace(DENY_IGNORED, last=seen(B, C))
+    v = netpol.judge(replace(SETUP, cni="cilium"), BASE, half)
+    assert v.status == Status.FAIL and v.observed.startswith("CNI Cilium enforces NetworkPolicy, but not here: "
+                                                             "np-denied still reached")
+    assert "enable-policy" in v.fix
+
+
+def test_deny_ignored_by_an_unknown_cni_fails() -> None:
+    v = netpol.judge(replace(SETUP, cni="unknown"), BASE, DENY_IGNORED)
+    assert v.status == Status.FAIL
+    assert "the API server accepted the policy and nothing enforced it" in v.observed
+    assert "/etc/cni/net.d on the server's node tb-node-2" in v.fix and "the CNI was not identified" in v.observed
+    v = netpol.judge(replace(SETUP, cni="romana"), BASE, DENY_IGNORED)
+    assert v.status == Status.FAIL and "CNI romana is not known to CNI-006" in v.observed
+
+
+@pytest.mark.parametrize(("last", "says"), [
+    (seen(B, B), "was not honoured: the client it selects did not connect"),
+    (seen(C, C), "let in a client it does not select"),
+    (seen(A, C), "was not honoured"),
+], ids=["allowed-blocked", "denied-let-in", "both"])
+def test_allow_rule_not_honoured_fails(last, says) -> None:
+    allow = netpol.Step("clusterproof-allow-from-allowed", None, 10.2, 4, last)
+    for name in ("calico", "bridge"):    # whatever the CNI: it enforced the deny, so it must enforce the rule
+        v = netpol.judge(replace(SETUP, cni=name), BASE, DENY_OK, allow)
+        assert v.status == Status.FAIL, v.message
+        assert says in v.observed and "(4 probe rounds over 10.2s)" in v.observed
+        assert "the client labelled clusterproof.io/netpol-role=allowed connects" in v.expected
+
+
+def test_no_connection_before_any_policy_blames_pod_to_pod_or_fails_on_one_node() -> None:
+    v = netpol.judge(SETUP, seen(C, B, "exit 143 (timed out)"))
+    assert v.status == Status.SKIP and v.blames == "CNI-005"
+    assert "clients on tb-node-1 could not reach the server on tb-node-2" in v.reason
+    assert "np-denied (denied) -> np-server (198.18.2.7:8080): blocked, expected connected" in v.reason
+    one = replace(SETUP, client_node="solo", server_node="solo")
+    v = netpol.judge(one, seen(B, B))
+    assert v.status == Status.FAIL and v.observed == "2 of 2 could not" and "GlobalNetworkPolicy" in v.fix
+
+
+@pytest.mark.parametrize(("baseline", "deny", "allow"), [
+    (seen(X, C), None, None),
+    (BASE, replace(DENY_IGNORED, last=seen(B, X)), None),
+    (BASE, DENY_OK, netpol.Step("clusterproof-allow-from-allowed", None, 10.0, 3, seen(X, B))),
+    (BASE, replace(DENY_IGNORED, last=()), None),
+], ids=["baseline", "deny", "allow", "no-round"])
+def test_a_probe_that_could_not_run_is_an_error_never_a_verdict(baseline, deny, allow) -> None:
+    v = netpol.judge(SETUP, baseline, deny, allow)
+    assert v.status == Status.ERROR, v.message
+
+
+def test_a_policy_that_did_not_hold_while_the_agent_was_down_blames_cni_001() -> None:
+    down = ("kube-system/kube-router-9gpfs on tb-node-2: Pending, kube-router PodInitializing, not ready",)
+    setup = replace(SETUP, cni="kube-router", agents=("kube-system/kube-router",))
+    v = netpol.judge(setup, BASE, DENY_IGNORED, unready_agents=down)
+    assert v.status == Status.SKIP and v.blames == "CNI-001"
+    assert "the deny-all policy did not hold" in v.reason and "kube-router-9gpfs on tb-node-2" in v.reason
+    allow = netpol.Step("clusterproof-allow-from-allowed", None, 10.2, 4, seen(B, B))
+    v = netpol.judge(setup, BASE, DENY_OK, allow, unready_agents=down)
+    assert v.status == Status.SKIP and v.blames == "CNI-001" and "the allow rule did not hold" in v.reason
+    # with every agent ready the same observation is the CNI's failure
+    assert netpol.judge(setup, BASE, DENY_IGNORED, unready_agents=()).status == Status.FAIL
