@@ -25,7 +25,7 @@ from .kube import (
     coredns_available,
     http_ok,
     kubectl,
-    lease_fresh,
+    lease_holder,
     node_pod_cidrs,
     runtime_known,
     wait,
@@ -112,18 +112,22 @@ def _wait_runtime_reported(node: net.Node) -> None:
          lambda: runtime_known(_node_field(node, "{.status.nodeInfo.containerRuntimeVersion}")), 60, 1)
 
 
-def _control_stop(component: str) -> Callable[[None, str | None], None]:
-    def stop(node: None, value: str | None) -> None:
+def _control_stop(component: str) -> Callable[[None, str | None], str | None]:
+    """Stop COMPONENT; the saved value is the holder of its Lease then (the stopped process)."""
+    def stop(node: None, value: str | None) -> str | None:
+        holder = lease_holder(component)
         proc.stop(component, timeout=10)
+        return holder
     return stop
 
 
 def _control_start(component: str, starter: Callable[[str], None]) -> Callable[[None, str | None], None]:
     def start(node: None, saved: str | None) -> None:
         starter(current_version())
-        # a restarted component takes its Lease over once the stopped one's 15 s have passed, then renews it
-        wait(f"{component} to lead again (kube-system Lease {component} renewed)",
-             lambda: lease_fresh(component), 90, 1, logs=(component,))
+        # a restarted component takes its Lease over once the stopped one's 15 s have passed, then renews it: healed
+        # when a holder other than the stopped process renews it (the old one's Lease stays fresh for up to 15 s)
+        wait(f"{component} to lead again (kube-system Lease {component} renewed by a new holder)",
+             lambda: lease_holder(component) not in (None, saved), 90, 1, logs=(component,))
     return start
 
 

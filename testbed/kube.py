@@ -98,19 +98,25 @@ def runtimes_reported() -> bool:
 CONTROL_LEASES = ("kube-scheduler", "kube-controller-manager")
 
 
-def lease_fresh(name: str) -> bool:
-    """kube-system's Lease NAME was renewed within its lease duration (its holder is the leader and alive)."""
+def lease_holder(name: str) -> str | None:
+    """The holder of kube-system's Lease NAME while it is fresh (renewed within its lease duration: the holder is
+    the leader and alive); None when the Lease is stale, held by nobody, or cannot be read."""
     import datetime as dt
 
     r = kubectl("-n", "kube-system", "get", "lease", name, "-o", "json", check=False)
     if r.returncode != 0:
-        return False
+        return None
     spec = json.loads(r.stdout).get("spec", {})
-    renew = spec.get("renewTime")
-    if not renew or not spec.get("holderIdentity"):
-        return False
+    renew, holder = spec.get("renewTime"), spec.get("holderIdentity")
+    if not renew or not holder:
+        return None
     age = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(renew.replace("Z", "+00:00"))
-    return age.total_seconds() < float(spec.get("leaseDurationSeconds") or 15)
+    return holder if age.total_seconds() < float(spec.get("leaseDurationSeconds") or 15) else None
+
+
+def lease_fresh(name: str) -> bool:
+    """kube-system's Lease NAME was renewed within its lease duration (its holder is the leader and alive)."""
+    return lease_holder(name) is not None
 
 
 def coredns_available() -> bool:
