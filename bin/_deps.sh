@@ -10,7 +10,7 @@ if [ ! -e "$stamp" ]; then
   echo "clusterproof: installing dependencies (once per machine)" >&2
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     debs="containerd runc containernetworking-plugins iptables conntrack openssh-server openssh-client
-          busybox-static python3-minimal iproute2 util-linux chromium"
+          busybox-static python3-minimal iproute2 util-linux chromium ipset"
     missing=""
     for d in $debs; do dpkg -s "$d" >/dev/null 2>&1 || missing="$missing $d"; done
     if [ -n "$missing" ]; then

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from . import images, net
+from .errors import TestbedError
 from .images import ImageSpec, Layer
 from .kube import kubectl
 from .paths import KUBE_ROUTER_VERSION
@@ -65,6 +66,8 @@ def image_spec(bin_dir: Path) -> ImageSpec:
     for name in XTABLES_NAMES:
         layer.link(f"usr/sbin/{name}", xt.name)
     for dest, src in TOOLS.items():
+        if not src.exists():
+            raise TestbedError(f"{src} missing (kube-router's image needs it); apt-get install ipset iproute2", code=4)
         layer.file(dest, src.resolve(), 0o755)
     modules = sorted(XTABLES_MODULES.glob("*.so"))
     for mod in modules:
