@@ -6,7 +6,11 @@ no instance leads, so nothing schedules pods or runs the controllers. On a kubea
 also a static pod (label component=NAME, tier=control-plane) that must be Running and Ready. Ages are taken
 against the API server's own clock (the Date of its answer), so a skewed clock here cannot fake a verdict.
 
-The checks gather (the Lease, the server's time, the static pods) and apply these verdicts.
+CP-003 reads the API server's own health checks (/readyz and /livez with ?verbose: one `[+]name ok` or
+`[-]name failed` line per check, etcd and each --etcd-servers-overrides etcd among them) and fails on every [-].
+
+The checks gather (the Lease, the server's time, the static pods, the health answers) and apply these verdicts.
+CP-004's certificates are judged in clusterproof.certs.
 """
 from __future__ import annotations
 

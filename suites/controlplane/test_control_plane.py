@@ -1,9 +1,10 @@
-"""The control plane's workers: kube-scheduler and kube-controller-manager running and leading.
+"""The control plane: kube-scheduler and kube-controller-manager running and leading (CP-001/CP-002), the API
+server's own health checks (CP-003) and the cluster's certificates not expiring (CP-004, per host).
 
 Read-only: each check reads its component's leader Lease in kube-system (with the API server's clock, the Date
 of the same answer) and, on a kubeadm cluster, its static pods (label component=NAME), then applies
-`clusterproof.controlplane.judge_component`. The API server itself answers every other check; etcd behind it
-answers every read.
+`clusterproof.controlplane.judge_component`. CP-003 reads /readyz and /livez; CP-004 reads certificates from the
+kubeconfig, TLS handshakes and kubeadm's files (clusterproof.certs).
 """
 from __future__ import annotations
 
