@@ -37,7 +37,6 @@ MESSAGES: dict[str, dict[str, tuple[str, ...]]] = {
     "sysctl-persist-remove --node tb-node-2": {"HOST-005": ("net.ipv4.ip_forward persisted on ssh://tb-node-2: "
                                                             "expected 1",)},
     "fstab-swap --node tb-node-2": {"HOST-008": ("/etc/fstab on ssh://tb-node-2: expected no active swap entry",)},
-    "apiserver-etcd-override-down": {"CP-003": ("[-]etcd-override-0 failed", "/livez", "etcdctl endpoint health")},
     "apiserver-cert-expiring": {"CP-004": ("kube-apiserver serving certificate", "days left", "kubeadm certs renew")},
     "kubelet-cert-expired --node tb-node-2": {"CP-004": (
         "kubelet serving certificate of tb-node-2", "expired 1 day ago", "serverTLSBootstrap")},
