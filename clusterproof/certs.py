@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from .verdict import Verdict
+from .verdict import Status, Verdict
 
 WARN_DAYS = 30
 
@@ -130,8 +130,8 @@ def judge_certs(subject: str, certs: list[Cert], now: dt.datetime, unread: list[
         why = "; ".join(unread or []) or "no certificate found"
         return Verdict.errored(subject, f"no certificate could be read: {why}")
     judged = sorted(((c, judge_cert(c, now, warn_days)) for c in certs), key=lambda cv: cv[0].not_after)
-    failed = [(c, v) for c, v in judged if v.status == "fail"]
-    warned = [(c, v) for c, v in judged if v.status == "warn"]
+    failed = [(c, v) for c, v in judged if v.status == Status.FAIL]
+    warned = [(c, v) for c, v in judged if v.status == Status.WARN]
     bad = failed + warned
     if bad:
         rows = [f"{row(c, now)}; fix: {FIXES[c.kind]}" for c, _ in bad]
