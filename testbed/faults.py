@@ -754,7 +754,11 @@ def _apiserver_cert_expiring(node: None, value: str | None) -> str:
     original = crt.read_text()
     days = float(value) if value else CERT_DAYS_LEFT
     crt.write_bytes(pki.reissue(PKI, original.encode(), PKI / "apiserver.key", days_left=days))
-    _restart_apiserver()
+    try:
+        _restart_apiserver()
+    except TestbedError:
+        _apiserver_cert_restore(None, original)  # not recorded as injected: nothing else would put it back
+        raise
     return original
 
 
@@ -790,6 +794,7 @@ def _kubelet_cert_restore(node: net.Node, saved: str | None) -> None:
     _restart_kubelet(node)
     for path in _kubelet_cert_paths(node):
         path.unlink(missing_ok=True)
+
 
 FAULTS: dict[str, _Fault] = {
     "runtime-stop": _Fault("stop containerd on a node", _runtime_stop, _runtime_start),
