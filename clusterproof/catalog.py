@@ -204,6 +204,23 @@ _CHECKS = [
           "on the control-plane node: crictl ps -a --name kube-controller-manager and its logs (kubeadm: the static "
           "pod's manifest in /etc/kubernetes/manifests), or systemctl status kube-controller-manager",
           faults=(Fault("controller-manager-stop"),)),
+    Check("CP-003", "controlplane", "suites/controlplane/test_control_plane.py::test_api_server_ready",
+          "The API server MUST answer /readyz?verbose and /livez?verbose with HTTP 200 and every check [+]ok (etcd, "
+          "every --etcd-servers-overrides etcd, its informers and post-start hooks).",
+          "A load balancer or kubelet probe takes an API server that is not ready out of service, or restarts it; "
+          "a failing etcd check means reads and writes of what that etcd keeps fail or hang.",
+          "kubectl get --raw='/readyz?verbose' (and '/livez?verbose'), then the kube-apiserver's log for the "
+          "failing check's reason; for etcd checks: etcdctl endpoint health and the etcd logs"),
+    Check("CP-004", "controlplane", "suites/controlplane/test_control_plane.py::test_certificates_not_expiring",
+          "No certificate of the cluster MUST be expired, and each MUST have 30 days or more left (WARN under 30, as "
+          "kubeadm certs check-expiration warns): the kubeconfig's CA and client certificate, the API server's and "
+          "every kubelet's serving certificate, and kubeadm's files on every reachable host, the CAs included.",
+          "An expired certificate stops the cluster at once: clients and components are refused by the API server "
+          "(or refuse it), kubectl logs/exec to a node fail, and a kubeadm cluster left alone for a year has every "
+          "certificate expire on the same day.",
+          "kubeadm certs check-expiration; kubeadm certs renew all and restart the control-plane static pods; "
+          "kubelets: rotateCertificates (client) and serverTLSBootstrap (serving); CAs: rotate them by hand",
+          faults=(Fault("apiserver-cert-expiring"), Fault("kubelet-cert-expired", node="tb-node-2"))),
     # ------------------------------------------------------------------ nodes
     Check("NODE-001", "nodes", "suites/nodes/test_nodes.py::test_every_node_ready",
           "Every node MUST report Ready=True.",

@@ -61,9 +61,17 @@ def start_control_plane(version: str) -> None:
                             "--initial-cluster", "testbed=http://127.0.0.1:2380",
                             "--unsafe-no-fsync", "--log-level", "warn"])
     wait("etcd health", lambda: http_ok("http://127.0.0.1:2379/health"), 60, logs=("etcd",))
+    start_apiserver(version)
+    start_controller_manager(version)
+    start_scheduler(version)
+
+
+def start_apiserver(version: str, extra: tuple[str, ...] = (), ready: str = "/readyz") -> None:
+    """The API server unless it runs, waited on until READY answers 200; extra flags and another READY path
+    (a health path that excludes the checks a fault breaks) are for faults."""
     if proc.pid_of("kube-apiserver") is None:
         proc.start("kube-apiserver", [
-            str(b / "kube-apiserver"), "--etcd-servers=http://127.0.0.1:2379",
+            str(bin_dir(version) / "kube-apiserver"), "--etcd-servers=http://127.0.0.1:2379",
             f"--advertise-address={net.BRIDGE_IP}", "--bind-address=0.0.0.0", f"--secure-port={net.API_PORT}",
             f"--service-cluster-ip-range={net.SERVICE_CIDR}", "--service-node-port-range=30000-32767",
             f"--client-ca-file={PKI}/ca.crt", f"--tls-cert-file={PKI}/apiserver.crt",
@@ -74,11 +82,9 @@ def start_control_plane(version: str) -> None:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={PKI}/sa.pub", f"--service-account-signing-key-file={PKI}/sa.key",
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-            "--allow-privileged=true", "--anonymous-auth=true", "--profiling=false", "--v=1"])
-    wait("kube-apiserver /readyz", lambda: https_ok(f"https://127.0.0.1:{net.API_PORT}/readyz"), 90,
+            "--allow-privileged=true", "--anonymous-auth=true", "--profiling=false", "--v=1", *extra])
+    wait(f"kube-apiserver {ready}", lambda: https_ok(f"https://127.0.0.1:{net.API_PORT}{ready}"), 90,
          logs=("kube-apiserver",))
-    start_controller_manager(version)
-    start_scheduler(version)
 
 
 # As kubeadm runs them: leader election on, so each holds a Lease in kube-system that it renews every 2 s (what the

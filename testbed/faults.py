@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import configs, images, kube_router, net, proc
-from .controlplane import start_controller_manager, start_scheduler
+from .controlplane import start_apiserver, start_controller_manager, start_scheduler
 from .errors import TestbedError
 from .kube import (
+    CONTROL_LEASES,
     apiserver_ready,
     coredns_available,
     http_ok,
@@ -32,7 +33,7 @@ from .kube import (
 )
 from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_proxy, start_kubelet, write_cni
 from .paths import STATE, bin_dir
-from .state import bind_source, cni_mode, containerd_address, current_version, find_node, node_dir, nodes
+from .state import PKI, bind_source, cni_mode, containerd_address, current_version, find_node, node_dir, nodes
 
 FILE = STATE / "faults.json"
 TAINT = "clusterproof.io/fault"
@@ -769,6 +770,107 @@ def _runtime_second_heal(node: net.Node, saved: str | None) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
+# ------------------------------------------------------------ the API server's health and the certificates (CP-003/4)
+
+# A resource kept in an etcd of its own (as clusters keep events apart) whose etcd is down. The resource is one no API
+# group serves: the API server refuses to start when a group it serves cannot reach its etcd, so a served one could
+# not show the state this fault is for (served, every other resource working, the health checks failing).
+OVERRIDE = "clusterproof.io/archived#http://127.0.0.1:2399"
+OVERRIDE_CHECKS = ("etcd-override-0", "etcd-override-readiness-0")
+CERT_DAYS_LEFT = 10
+
+
+def _restart_apiserver(extra: tuple[str, ...] = (), ready: str = "/readyz", settle: bool = True) -> None:
+    """Restart the API server (extra flags, waited on until READY answers), then (SETTLE) wait for the scheduler and
+    the controller manager to lead again (either one that lost its Lease while the API server was away exits, and is
+    started again here) and restart CoreDNS."""
+    version = current_version()
+    proc.stop("kube-apiserver", timeout=15)
+    start_apiserver(version, extra, ready)
+    if not settle:
+        return
+
+    def leading() -> bool:
+        start_controller_manager(version)
+        start_scheduler(version)
+        return all(lease_holder(n) is not None for n in CONTROL_LEASES)
+
+    wait("the scheduler and the controller manager to lead after the API server's restart", leading, 90, 1,
+         logs=CONTROL_LEASES)
+    # CoreDNS's watch reconnects with a backoff: measured on the testbed, a Service made after the restart answered
+    # NXDOMAIN for 34 s (APP-003's DNS probes failed under these faults). New CoreDNS pods list afresh.
+    kubectl("-n", "kube-system", "rollout", "restart", "deployment/coredns")
+    kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=120s", timeout=150)
+
+
+def _etcd_override_down(node: None, value: str | None) -> None:
+    """--etcd-servers-overrides sends one resource group to an etcd that is down: every other resource is served,
+    /readyz and /livez (and /healthz) fail on that etcd's checks. Not settled: a controller manager that lost its
+    Lease during the restart starts again only to wait 10 s for /healthz and exit (kube-controller-manager's
+    WaitForAPIServer), so nothing that needs it works under this fault; it is no matrix row (CP-003 names none)."""
+    try:
+        _restart_apiserver((f"--etcd-servers-overrides={value or OVERRIDE}",),
+                           "/readyz?" + "&".join(f"exclude={c}" for c in OVERRIDE_CHECKS), settle=False)
+    except TestbedError:
+        _restart_apiserver()  # an override the API server refused: back to the testbed's flags
+        raise
+
+
+def _apiserver_default(node: None, saved: str | None) -> None:
+    _restart_apiserver()
+
+
+def _apiserver_cert_expiring(node: None, value: str | None) -> str:
+    """The API server's serving certificate re-issued by the testbed CA with CERT_DAYS_LEFT (--value) days left,
+    same subject, key and SANs; returns the original certificate, which the heal writes back."""
+    from . import pki
+
+    crt = PKI / "apiserver.crt"
+    original = crt.read_text()
+    days = float(value) if value else CERT_DAYS_LEFT
+    crt.write_bytes(pki.reissue(PKI, original.encode(), PKI / "apiserver.key", days_left=days))
+    try:
+        _restart_apiserver()
+    except TestbedError:
+        _apiserver_cert_restore(None, original)  # not recorded as injected: nothing else would put it back
+        raise
+    return original
+
+
+def _apiserver_cert_restore(node: None, saved: str | None) -> None:
+    if saved:
+        (PKI / "apiserver.crt").write_text(saved)
+    _restart_apiserver()
+
+
+def _kubelet_cert_paths(node: net.Node) -> tuple[Path, Path]:
+    pki_dir = bind_source(node, "/var/lib/kubelet") / "pki"
+    return pki_dir / "clusterproof-fault-expired.crt", pki_dir / "clusterproof-fault-expired.key"
+
+
+def _kubelet_cert_expired(node: net.Node, value: str | None) -> None:
+    """The node's kubelet restarted serving a certificate (issued by the testbed CA for its name and IP) that expired
+    a day ago (--value days ago). The API server does not verify kubelet serving certificates (no
+    --kubelet-certificate-authority), so logs, exec and the node's status keep working."""
+    from . import pki
+
+    crt, key = _kubelet_cert_paths(node)
+    crt.parent.mkdir(parents=True, exist_ok=True)
+    ago = float(value) if value else 1.0
+    cert_pem, key_pem = pki.issue_expired(PKI, node.name, (node.name, node.ip), ago_days=ago)
+    key.write_bytes(key_pem)
+    key.chmod(0o600)
+    crt.write_bytes(cert_pem)
+    inside = "/var/lib/kubelet/pki/"
+    _restart_kubelet(node, extra=(f"--tls-cert-file={inside}{crt.name}", f"--tls-private-key-file={inside}{key.name}"))
+
+
+def _kubelet_cert_restore(node: net.Node, saved: str | None) -> None:
+    _restart_kubelet(node)
+    for path in _kubelet_cert_paths(node):
+        path.unlink(missing_ok=True)
+
+
 FAULTS: dict[str, _Fault] = {
     "runtime-stop": _Fault("stop containerd on a node", _runtime_stop, _runtime_start),
     "runtime-freeze": _Fault("freeze containerd on a node (SIGSTOP: its socket stays, nothing answers)",
@@ -833,6 +935,13 @@ FAULTS: dict[str, _Fault] = {
     "cgroup-driver-mismatch": _Fault("restart a node's containerd with SystemdCgroup = true (the kubelet keeps "
                                      "cgroupfs): new pods there fail to start", _cgroup_driver_mismatch,
                                      _cgroup_driver_restore),
+    "apiserver-etcd-override-down": _Fault("restart the API server with an --etcd-servers-overrides etcd that is "
+                                          "down (--value GROUP/RESOURCE#URL): /readyz and /livez fail",
+                                          _etcd_override_down, _apiserver_default, "cluster"),
+    "apiserver-cert-expiring": _Fault("re-issue the API server's serving certificate with 10 days left (--value days) "
+                                      "and restart it", _apiserver_cert_expiring, _apiserver_cert_restore, "cluster"),
+    "kubelet-cert-expired": _Fault("restart a node's kubelet serving a certificate that expired a day ago (--value "
+                                   "days ago)", _kubelet_cert_expired, _kubelet_cert_restore),
 }
 
 

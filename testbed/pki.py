@@ -45,34 +45,73 @@ def ensure_ca(pki: Path) -> None:
     (pki / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def _alt_names(sans: tuple[str, ...]) -> x509.SubjectAlternativeName:
+    alt: list[x509.GeneralName] = []
+    for s in sans:
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(s)))
+        except ValueError:
+            alt.append(x509.DNSName(s))
+    return x509.SubjectAlternativeName(alt)
+
+
+def _issue(pki: Path, subject: x509.Name, public_key, not_before: dt.datetime, not_after: dt.datetime,
+           server: bool, alt: x509.SubjectAlternativeName | None) -> x509.Certificate:
+    """A certificate for PUBLIC_KEY signed by the testbed CA."""
+    ca_cert, ca_key = _load(pki, "ca")
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else [
+        ExtendedKeyUsageOID.CLIENT_AUTH]
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+         .public_key(public_key).serial_number(x509.random_serial_number())
+         .not_valid_before(not_before).not_valid_after(not_after)
+         .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    if alt is not None:
+        b = b.add_extension(alt, critical=False)
+    return b.sign(ca_key, hashes.SHA256())
+
+
 def ensure_cert(pki: Path, name: str, cn: str, orgs: tuple[str, ...] = (), server: bool = False,
                 sans: tuple[str, ...] = ()) -> None:
     """Issue `name`.crt/.key signed by the CA unless it exists."""
     if (pki / f"{name}.crt").exists():
         return
-    ca_cert, ca_key = _load(pki, "ca")
     key = ec.generate_private_key(ec.SECP256R1())
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
     now = dt.datetime.now(dt.UTC)
-    usage = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else [
-        ExtendedKeyUsageOID.CLIENT_AUTH]
-    b = (x509.CertificateBuilder().subject_name(x509.Name(attrs)).issuer_name(ca_cert.subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=DAYS))
-         .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
-    if sans:
-        alt: list[x509.GeneralName] = []
-        for s in sans:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(s)))
-            except ValueError:
-                alt.append(x509.DNSName(s))
-        b = b.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-    cert = b.sign(ca_key, hashes.SHA256())
+    cert = _issue(pki, x509.Name(attrs), key.public_key(), now - dt.timedelta(minutes=5), now + dt.timedelta(days=DAYS),
+                  server, _alt_names(sans) if sans else None)
     _write_key(key, pki / f"{name}.key")
     (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def reissue(pki: Path, cert_pem: bytes, key_path: Path, days_left: float) -> bytes:
+    """CERT_PEM issued again by the CA for the same key, subject and SANs, valid from now for DAYS_LEFT days (the
+    apiserver-cert-expiring fault); returns the new certificate's PEM."""
+    old = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+    try:
+        alt = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        alt = None
+    now = dt.datetime.now(dt.UTC)
+    cert = _issue(pki, old.subject, key.public_key(), now - dt.timedelta(minutes=5), now + dt.timedelta(days=days_left),
+                  True, alt)
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def issue_expired(pki: Path, cn: str, sans: tuple[str, ...], ago_days: float) -> tuple[bytes, bytes]:
+    """A serving certificate and its key, issued by the CA for CN and SANS, that expired AGO_DAYS days ago (the
+    kubelet-cert-expired fault): (certificate PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    end = now - dt.timedelta(days=ago_days)
+    cert = _issue(pki, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]), key.public_key(),
+                  end - dt.timedelta(days=DAYS), end, True, _alt_names(sans))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption()))
 
 
 def ensure_sa_keys(pki: Path) -> None:
