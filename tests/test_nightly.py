@@ -319,7 +319,9 @@ def test_sigterm_reaches_pytest_as_ctrl_c(tmp_path: Path, monkeypatch) -> None:
         # the signal goes to a started child; one it never reaches sleeps its 60 s and exits 0, failing the asserts
         while not list(reports.glob("*/started")):
             time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
+        # to the main thread, which waits on the child (as the pod's first process gets it): a signal the kernel
+        # hands to this thread instead would leave the main thread in waitpid until the child's 60 s are over
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
     before = signal.getsignal(signal.SIGTERM)
     threading.Thread(target=terminate_when_started, daemon=True).start()
