@@ -213,6 +213,10 @@ def pytest_command(out: Path, kubeconfig: str, previous: Path | None, extra: lis
     return cmd + extra
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(reports: Path, keep: int, extra: list[str], kubeconfig: str | None = None,
         pushgateway: str | None = None, echo=print) -> RunOutcome:
     """One nightly run: reports into a new stamped folder, compared with the previous one; metrics; keep KEEP."""
@@ -230,7 +234,9 @@ def run(reports: Path, keep: int, extra: list[str], kubeconfig: str | None = Non
     cmd = pytest_command(out, kubeconfig, previous, extra)
     echo(f"clusterproof nightly: run {stamp}, compared with {previous.parent.name if previous else 'nothing'}")
     echo("$ " + shlex.join(cmd))
-    child = subprocess.Popen(cmd, cwd=ROOT)
+    # SIGINT at its default in the child, so that pytest takes the forwarded one as Ctrl-C even when this runner was
+    # started with SIGINT ignored (a shell's background job), which a child would inherit
+    child = subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_default_sigint)
 
     def forward(_signum, _frame):
         # The Job's deadline or a delete (SIGTERM, then terminationGracePeriodSeconds): pytest takes SIGINT as

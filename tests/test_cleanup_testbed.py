@@ -34,7 +34,9 @@ def start_suite(tb: dict) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "pytest", MODULE, "-p", "no:xdist", "-q",
                              f"--kubeconfig={tb['kubeconfig']}", f"--ssh-key={tb['ssh_key']}",
                              "--report-dir", "/tmp/cp-cleanup-reports"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            # as from a terminal: a run under a shell's background job inherits SIGINT ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_new_namespace(tb: dict, before: set[str], proc: subprocess.Popen) -> str:
