@@ -262,8 +262,8 @@ def _kube_router_policy_restore(node: None, saved: str | None) -> None:
 def _wait_kube_router_rollout() -> None:
     kubectl("-n", kube_router.NAMESPACE, "rollout", "status", f"daemonset/{kube_router.NAME}", "--timeout=120s",
             timeout=130)
-    want = {n.name for n in nodes()}
-    wait("kube-router ready on every node", lambda: kube_router.ready_nodes() >= want, 60, 1)
+    names = [n.name for n in nodes()]
+    wait("kube-router ready on every node", lambda: not kube_router.not_ready(names), 60, 1)
 
 
 def _sysctl_set(node: net.Node, value: str | None) -> str:

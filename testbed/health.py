@@ -118,11 +118,9 @@ def status() -> Status:
         ok, detail = _check(coredns_available)
         comps.append(Component("coredns", None, ok, detail))
     if api_up and cni_mode() == "kube-router":
-        want = {n.name for n in all_nodes}
-        agents = kube_router.ready_nodes()
-        comps.append(Component("kube-router", None, agents >= want,
-                               "a ready pod on every node" if agents >= want else
-                               f"no ready pod on {', '.join(sorted(want - agents))}"))
+        missing = kube_router.not_ready([n.name for n in all_nodes])
+        comps.append(Component("kube-router", None, not missing,
+                               f"no ready pod on {', '.join(missing)}" if missing else "a ready pod on every node"))
     active = faults.active()
     if active:
         comps.append(Component("faults", None, False, ", ".join(

@@ -104,6 +104,11 @@ class Layer:
     def link(self, path: str, target: str) -> None:
         self.add(Entry(path, "link", 0o777, target=target))
 
+    def libraries(self, binaries: list[Path]) -> None:
+        """The shared libraries BINARIES load (ldd), at their merged-/usr paths (lib and lib64 point into usr)."""
+        for lib in _ldd(binaries):
+            self.file("/usr" + lib if lib.startswith(("/lib/", "/lib64/")) else lib, Path(lib).resolve(), 0o755)
+
     def tree(self, dest: str, src: Path, skip_dirs: Collection[str] = frozenset(), skip_file=None) -> None:
         """Copy a directory tree, dereferencing symlinks (dangling ones are left out)."""
         for root, dirs, files in os.walk(src, followlinks=False):
@@ -385,9 +390,7 @@ def _base_layer() -> Layer:
     layer.link("usr/bin/python", "python3.11")
     layer.link("usr/bin/env", "/bin/busybox")  # for `#!/usr/bin/env python3` scripts
     dynload = [p for p in sorted((STDLIB / "lib-dynload").glob("*.so")) if not DYNLOAD_SKIP.match(p.name)]
-    for lib in _ldd([PYTHON, *dynload]):
-        image_path = "/usr" + lib if lib.startswith(("/lib/", "/lib64/")) else lib
-        layer.file(image_path, Path(lib).resolve(), 0o755)
+    layer.libraries([PYTHON, *dynload])
 
     def skip(path: Path) -> bool:
         return path.suffix == ".so" and path.parent.name == "lib-dynload" and bool(DYNLOAD_SKIP.match(path.name))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from . import images, net
 from .errors import TestbedError
@@ -72,9 +73,7 @@ def image_spec(bin_dir: Path) -> ImageSpec:
     modules = sorted(XTABLES_MODULES.glob("*.so"))
     for mod in modules:
         layer.file(f"usr/lib/x86_64-linux-gnu/xtables/{mod.name}", mod.resolve(), 0o755)
-    for lib in images._ldd([xt, *TOOLS.values(), *modules]):
-        image_path = "/usr" + lib if lib.startswith(("/lib/", "/lib64/")) else lib
-        layer.file(image_path, Path(lib).resolve(), 0o755)
+    layer.libraries([xt, *TOOLS.values(), *modules])
     if Path("/etc/iproute2").is_dir():
         layer.tree("etc/iproute2", Path("/etc/iproute2"))
     return ImageSpec(IMAGE, [images._base_layer(), layer], entrypoint=["/usr/local/bin/kube-router"],
@@ -95,7 +94,7 @@ def manifest(args: tuple[str, ...] = ARGS) -> str:
     install = (f"set -e; if [ ! -f /etc/cni/net.d/{CONF_NAME} ]; then "
                f"cp /etc/kube-router/cni-conf.json /etc/cni/net.d/.{CONF_NAME}.tmp; "
                f"mv /etc/cni/net.d/.{CONF_NAME}.tmp /etc/cni/net.d/{CONF_NAME}; fi")
-    ds = {
+    ds: dict[str, Any] = {
         "apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": LABELS},
         "spec": {
@@ -135,7 +134,7 @@ def manifest(args: tuple[str, ...] = ARGS) -> str:
             }},
         },
     }
-    docs = [
+    docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": NAME, "namespace": NAMESPACE}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": NAME},
          "rules": rules},
@@ -147,7 +146,13 @@ def manifest(args: tuple[str, ...] = ARGS) -> str:
          "data": {"cni-conf.json": cni_template()}},
         ds,
     ]
+    # the DaemonSet carries the digest of everything here: deploy() applies only a manifest that is not running
+    ds["metadata"]["annotations"] = {HASH_ANNOTATION: _digest(docs)}
     return "\n---\n".join(json.dumps(d, sort_keys=True) for d in docs) + "\n"
+
+
+def _digest(docs: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()
 
 
 def _applied_hash() -> str | None:
@@ -160,14 +165,17 @@ def _applied_hash() -> str | None:
 def deploy(args: tuple[str, ...] = ARGS) -> bool:
     """Apply kube-router with ARGS unless exactly this manifest runs already; True when applied."""
     text = manifest(args)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if _applied_hash() == digest:
+    ds = json.loads(text.split("\n---\n")[-1])
+    if _applied_hash() == ds["metadata"]["annotations"][HASH_ANNOTATION]:
         return False
-    docs = text.split("\n---\n")
-    ds = json.loads(docs[-1])
-    ds["metadata"]["annotations"] = {HASH_ANNOTATION: digest}
-    kubectl("apply", "-f", "-", input="\n---\n".join([*docs[:-1], json.dumps(ds, sort_keys=True)]) + "\n")
+    kubectl("apply", "-f", "-", input=text)
     return True
+
+
+def not_ready(nodes: list[str]) -> list[str]:
+    """Those of NODES without a ready kube-router pod (all of them when the pods cannot be read)."""
+    ready = ready_nodes()
+    return [n for n in nodes if n not in ready]
 
 
 def ready_nodes() -> set[str]:

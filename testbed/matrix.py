@@ -135,7 +135,7 @@ def wait_healed() -> None:
 
 def _cni_agents_ready() -> bool:
     """kube-router ready on every node (where the testbed runs it)."""
-    return state.cni_mode() != "kube-router" or kube_router.ready_nodes() >= {n.name for n in state.nodes()}
+    return state.cni_mode() != "kube-router" or not kube_router.not_ready([n.name for n in state.nodes()])
 
 
 def run_suite(kubeconfig: Path, ssh_key: Path, report_dir: Path, workers: int, timeout: float = 900) -> dict:

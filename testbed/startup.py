@@ -166,7 +166,7 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None
         kube_router.deploy()
         # before any pod needs a pod network: until kube-router has written the node's podCIDR into the CNI config
         # its init container installed, the bridge plugin fails with "no IP ranges specified"
-        wait("kube-router ready on every node", lambda: kube_router.ready_nodes() >= {n.name for n in all_nodes},
+        wait("kube-router ready on every node", lambda: not kube_router.not_ready([n.name for n in all_nodes]),
              120, 1)
     apply_addons()
     storage.deploy()
