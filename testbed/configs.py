@@ -87,6 +87,9 @@ conntrack:
 """
 
 
+BRIDGE_CONF = "10-bridge.conflist"  # the bridge CNI's file in a node's /etc/cni/net.d
+
+
 def cni_conflist(subnet: str) -> str:
     return json.dumps({
         "cniVersion": "0.4.0",

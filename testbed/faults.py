@@ -186,7 +186,7 @@ def _take(path: Path) -> str | None:
 
 def _cni_conf(node: net.Node) -> Path:
     """The CNI config file the node's runtime loads: kube-router's (its init container installs it) or the bridge's."""
-    name = kube_router.CONF_NAME if cni_mode() == "kube-router" else "10-bridge.conflist"
+    name = kube_router.CONF_NAME if cni_mode() == "kube-router" else configs.BRIDGE_CONF
     return bind_source(node, "/etc/cni/net.d") / name
 
 

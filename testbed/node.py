@@ -212,7 +212,7 @@ def start_gpu_plugin(node: net.Node) -> None:
 
 def write_cni(node: net.Node, cidr: str) -> None:
     """The bridge CNI config for the node's pod range (rewritten only when it differs)."""
-    conf = bind_source(node, "/etc/cni/net.d") / "10-bridge.conflist"
+    conf = bind_source(node, "/etc/cni/net.d") / configs.BRIDGE_CONF
     text = configs.cni_conflist(cidr)
     if not conf.exists() or conf.read_text() != text:
         conf.write_text(text)
