@@ -71,12 +71,19 @@ fileCheckFrequency: 10s
 """
 
 
+# how often kube-proxy looks for its canary chains (and retries a failed sync); 30 s by default. A testbed with
+# kube-router has kube-proxy resync after each of kube-router's filter-table rewrites (kube_router.RESTORE_WRAPPER)
+KUBE_PROXY_SYNC_PERIOD = "5s"
+
+
 def kube_proxy_yaml(node: Node, kubeconfig: Path) -> str:
     return f"""apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
   kubeconfig: {kubeconfig}
 mode: iptables
+iptables:
+  syncPeriod: {KUBE_PROXY_SYNC_PERIOD}
 clusterCIDR: {CLUSTER_CIDR}
 hostnameOverride: {node.name}
 healthzBindAddress: 0.0.0.0:10256

@@ -19,7 +19,7 @@ from typing import Any
 from . import images, net
 from .errors import TestbedError
 from .images import ImageSpec, Layer
-from .kube import kubectl
+from .kube import kubectl, wait
 from .paths import KUBE_ROUTER_VERSION
 
 IMAGE = f"localhost/clusterproof/kube-router:{KUBE_ROUTER_VERSION}"
@@ -37,6 +37,20 @@ ARGS = ("--run-router=true", "--run-firewall=true", "--run-service-proxy=false",
 XTABLES_NAMES = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
 XTABLES_MODULES = Path("/usr/lib/x86_64-linux-gnu/xtables")
 TOOLS = {"usr/sbin/ipset": Path("/usr/sbin/ipset"), "usr/sbin/ip": Path("/usr/bin/ip")}
+# kube-router 2.1 writes the whole filter table back with iptables-restore (no --noflush; kube-router issue 1372):
+# a rule kube-proxy changed between kube-router's iptables-save and this restore is put back as it was (seen: a
+# Service's "has no endpoints" REJECT returning after its pods became ready, so its NodePort and ClusterIP refused
+# connections on that node). kube-proxy 1.35 does a full sync only hourly, or when its canary chains disappear (how
+# it notices a firewall reload). The image's iptables-restore is this wrapper: after each table kube-router restores,
+# it deletes kube-proxy's canaries (mangle last: kube-proxy polls that one, then expects the others gone), so
+# kube-proxy rewrites its rules within its syncPeriod (configs.KUBE_PROXY_SYNC_PERIOD).
+RESTORE_WRAPPER = """#!/bin/sh
+/usr/sbin/{xt} iptables-restore "$@" || exit $?
+case " $* " in
+  *" -T "*) for t in filter nat mangle; do /usr/sbin/{xt} iptables -w -t $t -X KUBE-PROXY-CANARY 2>/dev/null; done ;;
+esac
+exit 0
+"""
 
 
 def cni_template() -> str:
@@ -50,6 +64,16 @@ def cni_template() -> str:
             {"type": "portmap", "capabilities": {"portMappings": True, "snat": True}},
         ],
     }, indent=2) + "\n"
+
+
+def restore_wrapper() -> str:
+    return RESTORE_WRAPPER.format(xt=_xtables().name)
+
+
+def image_revision() -> str:
+    """What of kube-router's image is not its binary: the image is assembled again, and the DaemonSet's pods
+    replaced, when this changes."""
+    return hashlib.sha256(restore_wrapper().encode()).hexdigest()[:16]
 
 
 def _xtables() -> Path:
@@ -66,6 +90,7 @@ def image_spec(bin_dir: Path) -> ImageSpec:
     layer.file(f"usr/sbin/{xt.name}", xt, 0o755)
     for name in XTABLES_NAMES:
         layer.link(f"usr/sbin/{name}", xt.name)
+    layer.data("usr/sbin/iptables-restore", restore_wrapper().encode(), 0o755)
     for dest, src in TOOLS.items():
         if not src.exists():
             raise TestbedError(f"{src} missing (kube-router's image needs it); apt-get install ipset iproute2", code=4)
@@ -100,7 +125,9 @@ def manifest(args: tuple[str, ...] = ARGS) -> str:
         "spec": {
             "selector": {"matchLabels": LABELS},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "100%"}},
-            "template": {"metadata": {"labels": LABELS}, "spec": {
+            "template": {"metadata": {"labels": LABELS,
+                                       "annotations": {"clusterproof.io/image-revision": image_revision()}},
+                         "spec": {
                 "priorityClassName": "system-node-critical",
                 "serviceAccountName": NAME,
                 "hostNetwork": True,
@@ -169,7 +196,21 @@ def deploy(args: tuple[str, ...] = ARGS) -> bool:
     if _applied_hash() == ds["metadata"]["annotations"][HASH_ANNOTATION]:
         return False
     kubectl("apply", "-f", "-", input=text)
+    # the pods the old manifest made stay ready for a moment: wait until the DaemonSet controller replaced them
+    wait("kube-router rolled out (the DaemonSet's pods all of its current template)", rolled_out, 120, 1)
     return True
+
+
+def rolled_out() -> bool:
+    """The DaemonSet's controller has seen its latest spec and every scheduled pod is of it and available."""
+    r = kubectl("-n", NAMESPACE, "get", "daemonset", NAME, "-o", "json", check=False)
+    if r.returncode != 0:
+        return False
+    ds = json.loads(r.stdout)
+    st = ds.get("status") or {}
+    want = st.get("desiredNumberScheduled", -1)
+    return (st.get("observedGeneration", 0) >= ds["metadata"].get("generation", 1)
+            and st.get("updatedNumberScheduled", 0) == want == st.get("numberAvailable", 0))
 
 
 def not_ready(nodes: list[str]) -> list[str]:

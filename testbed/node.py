@@ -83,7 +83,6 @@ def prepare_node_fs(node: net.Node) -> None:
     (d / "containerd.toml").write_text(configs.containerd_toml())
     (d / "resolv.conf").write_text("nameserver 127.0.0.1\n")
     (d / "kubelet.yaml").write_text(configs.kubelet_yaml(node, PKI, d / "resolv.conf"))
-    (d / "kube-proxy.yaml").write_text(configs.kube_proxy_yaml(node, STATE / "kube-proxy.conf"))
     (d / "sshd_config").write_text(configs.sshd_config(node, STATE))
     (d / "holder.sh").write_text(_holder_script(node))
     for hier in Path("/sys/fs/cgroup").iterdir():
@@ -184,11 +183,21 @@ def start_kubelet(node: net.Node, version: str, exe: Path | None = None, extra: 
                           f"--hostname-override={node.name}", f"--node-ip={node.ip}", "--v=1", *extra])
 
 
-def start_kube_proxy(node: net.Node, version: str) -> None:
+def start_kube_proxy(node: net.Node, version: str) -> bool:
+    """Start the node's kube-proxy, or restart it when its config changed since it started; True when started."""
     name = f"{node.name}-kube-proxy"
-    if proc.pid_of(name) is None:
-        proc.start(name, [*node_exec(node), str(bin_dir(version) / "kube-proxy"),
-                          f"--config={node_dir(node) / 'kube-proxy.yaml'}", "--v=1"])
+    conf = node_dir(node) / "kube-proxy.yaml"
+    want = configs.kube_proxy_yaml(node, STATE / "kube-proxy.conf")
+    if not conf.exists() or conf.read_text() != want:  # kube-proxy exits on any write to its config file
+        conf.write_text(want)
+    started_with = conf.with_name("kube-proxy.yaml.started")
+    if proc.pid_of(name) is not None:
+        if started_with.exists() and started_with.read_text() == conf.read_text():
+            return False
+        proc.stop(name, timeout=10)
+    proc.start(name, [*node_exec(node), str(bin_dir(version) / "kube-proxy"), f"--config={conf}", "--v=1"])
+    started_with.write_text(conf.read_text())
+    return True
 
 
 def start_sshd(node: net.Node) -> None:
@@ -230,12 +239,13 @@ def import_images(nodes: list[net.Node], version: str, echo: Callable[[str], Non
         list(pool.map(lambda n: images.import_images(containerd_address(n), tars), nodes))
 
 
-def _stamped_image(name: str, binary: Path, spec: Callable[[], images.ImageSpec]) -> Path:
-    """The archive of an image made around one built binary, assembled again only when that binary changed."""
+def _stamped_image(name: str, binary: Path, spec: Callable[[], images.ImageSpec], revision: str = "") -> Path:
+    """The archive of an image made around one built binary, assembled again only when that binary (or the
+    REVISION of the rest) changed."""
     archive = images.IMAGES_DIR / images._archive_name(name)
     stamp = archive.with_name(archive.name + ".src")
     st = binary.stat()
-    src = f"{binary}:{st.st_size}:{st.st_mtime_ns}"
+    src = f"{binary}:{st.st_size}:{st.st_mtime_ns}:{revision}"
     if not (archive.exists() and stamp.exists() and stamp.read_text() == src):
         archive = images.assemble(spec())
         stamp.write_text(src)
@@ -248,5 +258,5 @@ def extra_images(version: str, echo: Callable[[str], None]) -> dict[str, Path]:
     return {storage.LOCAL_PATH: _stamped_image(storage.LOCAL_PATH, bins / "local-path-provisioner",
                                                lambda: storage.image_spec(bins)),
             kube_router.IMAGE: _stamped_image(kube_router.IMAGE, bins / "kube-router",
-                                              lambda: kube_router.image_spec(bins)),
+                                              lambda: kube_router.image_spec(bins), kube_router.image_revision()),
             suite_image.SUITE: suite_image.build(echo)}

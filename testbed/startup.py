@@ -7,13 +7,14 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from . import build, faults, kube_router, net, proc, storage
 from .controlplane import apply_addons, ensure_pki, start_control_plane
 from .errors import TestbedError
 from .health import Status, status
-from .kube import CONTROL_LEASES, coredns_available, lease_fresh, node_pod_cidrs, nodes_ready, wait
+from .kube import CONTROL_LEASES, coredns_available, http_ok, lease_fresh, node_pod_cidrs, nodes_ready, wait
 from .node import (
     ensure_binds,
     import_images,
@@ -211,6 +212,10 @@ def _refresh_extras(version: str) -> None:
         for target in ensure_binds(node):
             say(f"{node.name}: bound {target}")
     import_images(all_nodes, version, echo=say, extras_only=True)
+    for node in all_nodes:
+        if start_kube_proxy(node, version):
+            say(f"{node.name}: restarted kube-proxy (its config changed)")
+            wait(f"kube-proxy on {node.name}", partial(http_ok, f"http://{node.ip}:10256/healthz"), 30)
     if cni_mode() == "kube-router" and kube_router.deploy():
         say(f"applied kube-router {kube_router.KUBE_ROUTER_VERSION}")
     if storage.deploy():

@@ -73,6 +73,54 @@ def test_image_carries_the_tools_kube_router_runs(tmp_path: Path) -> None:
     assert {"libipset.so.13", "libmnl.so.0"} <= libs
     # the first layer is the probe image's (busybox: the init container's sh, cp, mv)
     assert "bin/busybox" in spec.layers[0].entries
+    # kube-router's iptables-restore is the wrapper that has kube-proxy resync after each filter-table rewrite
+    restore = layer.entries["usr/sbin/iptables-restore"]
+    assert restore.kind == "file" and restore.mode == 0o755 and restore.data is not None
+    text = restore.data.decode()
+    assert text == kube_router.restore_wrapper() and f"/usr/sbin/{xt.target} iptables-restore" in text
+    assert "-t $t -X KUBE-PROXY-CANARY" in text and "for t in filter nat mangle" in text  # mangle last
+
+
+def test_image_revision_follows_the_wrapper(monkeypatch) -> None:
+    """The stamp and the pod template carry it: a changed wrapper rebuilds the image and replaces the pods."""
+    before = kube_router.image_revision()
+    tmpl = _docs(kube_router.manifest())["DaemonSet"]["spec"]["template"]["metadata"]
+    assert tmpl["annotations"]["clusterproof.io/image-revision"] == before
+    monkeypatch.setattr(kube_router, "RESTORE_WRAPPER", kube_router.RESTORE_WRAPPER + "# changed\n")
+    assert kube_router.image_revision() != before
+    assert before not in kube_router.manifest()
+
+
+@pytest.mark.testbed
+def test_kube_proxy_rules_come_back_after_kube_router_rewrites_the_filter_table(testbed) -> None:
+    """kube-router 2.1 writes back the filter table it read (kube-router issue 1372), undoing what kube-proxy
+    changed in between. Done here as kube-router does it (save, change, restore from inside its pod): a rule
+    kube-proxy did not write, put into kube-proxy's KUBE-EXTERNAL-SERVICES, must be gone within kube-proxy's
+    syncPeriod, because the wrapper has kube-proxy resync."""
+    import subprocess
+    import time
+
+    from testbed.kube import kubectl
+
+    node, netns = testbed["nodes"][-1]["name"], testbed["nodes"][-1]["netns"]
+    pods = kubectl("-n", kube_router.NAMESPACE, "get", "pods", "-l", "k8s-app=kube-router",
+                   "--field-selector", f"spec.nodeName={node}", "-o", "name").stdout.split()
+    assert pods, f"no kube-router pod on {node}"
+    marker = "clusterproof-clobber-test"
+    stale = (f"iptables-save -t filter | sed '/^COMMIT/i -A KUBE-EXTERNAL-SERVICES -p tcp --dport 31999 "
+             f"-m comment --comment {marker} -j REJECT' > /tmp/cp-clobber && iptables-restore --wait -T filter "
+             f"< /tmp/cp-clobber && rm /tmp/cp-clobber")
+    kubectl("-n", kube_router.NAMESPACE, "exec", pods[0], "-c", kube_router.NAME, "--", "sh", "-c", stale)
+
+    def present() -> bool:
+        out = subprocess.run(["ip", "netns", "exec", netns, "iptables", "-t", "filter", "-S",
+                              "KUBE-EXTERNAL-SERVICES"], capture_output=True, text=True, check=True).stdout
+        return marker in out
+
+    deadline = time.monotonic() + 30   # syncPeriod 5 s, the canary poll, one sync; seen: 3 s
+    while present() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not present(), f"kube-proxy on {node} did not rewrite KUBE-EXTERNAL-SERVICES after kube-router's restore"
 
 
 def test_cni_choice_is_checked(monkeypatch, tmp_path: Path) -> None:
