@@ -210,7 +210,8 @@ _CHECKS = [
           "A load balancer or kubelet probe takes an API server that is not ready out of service, or restarts it; "
           "a failing etcd check means reads and writes of what that etcd keeps fail or hang.",
           "kubectl get --raw='/readyz?verbose' (and '/livez?verbose'), then the kube-apiserver's log for the "
-          "failing check's reason; for etcd checks: etcdctl endpoint health and the etcd logs"),
+          "failing check's reason; for etcd checks: etcdctl endpoint health and the etcd logs",
+          faults=(Fault("apiserver-shutting-down"),)),
     Check("CP-004", "controlplane", "suites/controlplane/test_control_plane.py::test_certificates_not_expiring",
           "No certificate of the cluster MUST be expired, and each MUST have 30 days or more left (WARN under 30, as "
           "kubeadm certs check-expiration warns): the kubeconfig's CA and client certificate, the API server's and "

@@ -10,8 +10,11 @@ import json
 import os
 import shlex
 import signal
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -816,6 +819,35 @@ def _etcd_override_down(node: None, value: str | None) -> None:
         raise
 
 
+SHUTDOWN_DELAY = 900  # seconds the draining API server keeps serving (--value): longer than any matrix row
+
+
+def _readyz_failing_on_shutdown() -> bool:
+    ctx = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
+    ctx.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{net.API_PORT}/readyz?verbose", context=ctx, timeout=3):
+            return False
+    except urllib.error.HTTPError as exc:
+        return "[-]shutdown" in exc.read().decode(errors="replace")
+
+
+def _apiserver_shutting_down(node: None, value: str | None) -> None:
+    """The API server restarted with --shutdown-delay-duration, then sent SIGTERM: for the delay it keeps serving
+    every request while /readyz fails on its shutdown check ([-]shutdown), which is what a load balancer or a
+    kubelet probe in front of a stuck, draining API server sees. /livez stays ok. The restart is settled first, so
+    the scheduler and the controller manager lead throughout (the SIGTERM costs them nothing). The heal's SIGTERM is
+    the second one, on which the API server exits at once, and it is started as the testbed runs it."""
+    delay = int(float(value)) if value else SHUTDOWN_DELAY
+    _restart_apiserver((f"--shutdown-delay-duration={delay}s",))
+    pid = proc.pid_of("kube-apiserver")
+    if pid is None:
+        raise TestbedError("kube-apiserver is not running after its restart; see its log", code=6)
+    os.kill(pid, signal.SIGTERM)
+    wait("the API server's /readyz to fail on its shutdown check", _readyz_failing_on_shutdown, 30, 0.5,
+         logs=("kube-apiserver",))
+
+
 def _apiserver_default(node: None, saved: str | None) -> None:
     _restart_apiserver()
 
@@ -938,6 +970,9 @@ FAULTS: dict[str, _Fault] = {
     "apiserver-etcd-override-down": _Fault("restart the API server with an --etcd-servers-overrides etcd that is "
                                           "down (--value GROUP/RESOURCE#URL): /readyz and /livez fail",
                                           _etcd_override_down, _apiserver_default, "cluster"),
+    "apiserver-shutting-down": _Fault("restart the API server with --shutdown-delay-duration (--value seconds, 900) "
+                                      "and SIGTERM it: it serves on, /readyz fails on [-]shutdown",
+                                      _apiserver_shutting_down, _apiserver_default, "cluster"),
     "apiserver-cert-expiring": _Fault("re-issue the API server's serving certificate with 10 days left (--value days) "
                                       "and restart it", _apiserver_cert_expiring, _apiserver_cert_restore, "cluster"),
     "kubelet-cert-expired": _Fault("restart a node's kubelet serving a certificate that expired a day ago (--value "

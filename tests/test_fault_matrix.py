@@ -43,6 +43,8 @@ MESSAGES: dict[str, dict[str, tuple[str, ...]]] = {
     "kube-router-no-policy": {"CNI-006": (
         "CNI kube-router enforces NetworkPolicy, but not here", "np-denied (denied) -> np-server",
         "connected, expected blocked", "--run-firewall=true", "kubectl -n kube-system logs ds/kube-router")},
+    "apiserver-shutting-down": {"CP-003": ("/readyz HTTP 500", "failing: shutdown", "this API server is shutting "
+                                                                                      "down")},
     "apiserver-cert-expiring": {"CP-004": ("kube-apiserver serving certificate", "days left", "kubeadm certs renew")},
     "kubelet-cert-expired --node tb-node-2": {"CP-004": (
         "kubelet serving certificate of tb-node-2", "expired 1 day ago", "serverTLSBootstrap")},
