@@ -832,20 +832,46 @@ def _readyz_failing_on_shutdown() -> bool:
         return "[-]shutdown" in exc.read().decode(errors="replace")
 
 
+# the default/kubernetes Service's endpoints, which a terminating API server takes itself out of
+_KUBERNETES_ENDPOINTS = (("endpoints", "kubernetes"), ("endpointslices.discovery.k8s.io", "kubernetes"))
+
+
+def _kubernetes_endpoints() -> list[dict]:
+    out = []
+    for kind, name in _KUBERNETES_ENDPOINTS:
+        obj = json.loads(kubectl("-n", "default", "get", kind, name, "-o", "json").stdout)
+        meta = obj["metadata"]
+        for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
+            meta.pop(key, None)
+        out.append(obj)
+    return out
+
+
+def _kubernetes_endpoints_empty() -> bool:
+    obj = json.loads(kubectl("-n", "default", "get", "endpoints", "kubernetes", "-o", "json").stdout)
+    return not any(s.get("addresses") for s in obj.get("subsets") or [])
+
+
 def _apiserver_shutting_down(node: None, value: str | None) -> None:
     """The API server restarted with --shutdown-delay-duration, then sent SIGTERM: for the delay it keeps serving
-    every request while /readyz fails on its shutdown check ([-]shutdown), which is what a load balancer or a
-    kubelet probe in front of a stuck, draining API server sees. /livez stays ok. The restart is settled first, so
-    the scheduler and the controller manager lead throughout (the SIGTERM costs them nothing). The heal's SIGTERM is
-    the second one, on which the API server exits at once, and it is started as the testbed runs it."""
+    every request while /readyz fails on its shutdown check ([-]shutdown). The SIGTERM takes it out of the
+    kubernetes Service's endpoints at once (its pre-shutdown hook); they are written back as they were, so this is
+    a draining API server that its load balancer did not take out of service, which is what /readyz is for. /livez
+    stays ok, in-cluster clients (kube-router, CoreDNS) keep their API, and the restart is settled first, so the
+    scheduler and the controller manager lead throughout. The heal's SIGTERM is the second one, on which the API
+    server exits at once; it is started as the testbed runs it and reconciles the endpoints itself."""
     delay = int(float(value)) if value else SHUTDOWN_DELAY
     _restart_apiserver((f"--shutdown-delay-duration={delay}s",))
+    endpoints = _kubernetes_endpoints()
     pid = proc.pid_of("kube-apiserver")
     if pid is None:
         raise TestbedError("kube-apiserver is not running after its restart; see its log", code=6)
     os.kill(pid, signal.SIGTERM)
     wait("the API server's /readyz to fail on its shutdown check", _readyz_failing_on_shutdown, 30, 0.5,
          logs=("kube-apiserver",))
+    wait("the terminating API server to take itself out of the kubernetes Service", _kubernetes_endpoints_empty,
+         30, 0.5)
+    kubectl("replace", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": endpoints}))
 
 
 def _apiserver_default(node: None, saved: str | None) -> None:
