@@ -11,7 +11,7 @@ from typing import NoReturn
 from .api import Testbed
 from .errors import TestbedError
 from .paths import DEFAULT_VERSION
-from .state import CNIS, check_node_count
+from .state import BOOTSTRAPS, CNIS, check_node_count
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +26,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="kube-router (an agent DaemonSet: routes and NetworkPolicy) or bridge (a config file per "
                          "node, no policy); default: the running testbed's, else kube-router; a testbed with another "
                          "CNI is taken down first")
+    up.add_argument("--bootstrap", default=None, choices=BOOTSTRAPS,
+                    help="processes (each component started here) or kubeadm (kubeadm init on tb-node-1, join on "
+                         "the others; control plane as static pods); default: the running testbed's, else "
+                         "processes; a testbed made the other way is taken down first")
     sub.add_parser("down", help="Stop everything the testbed started and remove its state")
     st = sub.add_parser("status", help="One line per component; exit 0 only when all are healthy")
     st.add_argument("--json", action="store_true", help="Print JSON instead")
@@ -60,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.cmd == "up":
         # SIGTERM during up stops as cleanly as Ctrl-C (a later up or down finishes the job).
         signal.signal(signal.SIGTERM, _interrupt)
-        tb.up(None if args.nodes is None else check_node_count(args.nodes), args.cni)
+        tb.up(None if args.nodes is None else check_node_count(args.nodes), args.cni, args.bootstrap)
         print(f"export KUBECONFIG={tb.kubeconfig()}")
     elif args.cmd == "down":
         print(f"testbed: down in {tb.down():.1f}s")

@@ -39,11 +39,11 @@ class Testbed:
     def __init__(self, version: str = DEFAULT_VERSION):
         self.version = version  # the Kubernetes version `up` builds and starts
 
-    def up(self, nodes: int | None = None, cni: str | None = None) -> Status:
+    def up(self, nodes: int | None = None, cni: str | None = None, bootstrap: str | None = None) -> Status:
         """Build (cached) and start what is not running, heal recorded faults, wait until healthy; with NODES
-        (1..6), a testbed of that many nodes, with CNI (kube-router or bridge) that CNI (one with another count or
-        CNI is taken down first)."""
-        return up(self.version, nodes, cni)
+        (1..6), a testbed of that many nodes, with CNI (kube-router or bridge) that CNI, with BOOTSTRAP (processes
+        or kubeadm) made that way (one with another count, CNI or bootstrap is taken down first)."""
+        return up(self.version, nodes, cni, bootstrap)
 
     def down(self) -> float:
         """Stop everything and remove every trace on the machine; returns the seconds it took."""

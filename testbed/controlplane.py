@@ -32,6 +32,11 @@ def ensure_pki() -> None:
         pki.ensure_cert(PKI, f"kubelet-{node.name}", f"system:node:{node.name}", ("system:nodes",))
         pki.write_kubeconfig(STATE / f"kubelet-{node.name}.conf", PKI, f"kubelet-{node.name}", server,
                              f"system:node:{node.name}")
+    ensure_ssh()
+
+
+def ensure_ssh() -> None:
+    """The SSH client key and the nodes' host key (kept in the cache), and the nodes' authorized_keys."""
     ssh = STATE / "ssh"
     ssh.mkdir(parents=True, exist_ok=True)
     # SSH keys outlive down/up (kept with the build cache): a node's host key that changed on every up

@@ -36,7 +36,17 @@ from .kube import (
 )
 from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_proxy, start_kubelet, write_cni
 from .paths import STATE, bin_dir
-from .state import PKI, bind_source, cni_mode, containerd_address, current_version, find_node, node_dir, nodes
+from .state import (
+    PKI,
+    bind_source,
+    bootstrap_mode,
+    cni_mode,
+    containerd_address,
+    current_version,
+    find_node,
+    node_dir,
+    nodes,
+)
 
 FILE = STATE / "faults.json"
 TAINT = "clusterproof.io/fault"
@@ -1031,9 +1041,21 @@ def _targets(fault: _Fault, node: str | None) -> list[net.Node | None]:
     return [find_node(node, default_last=fault.scope == "last-node")]
 
 
+# Faults made for the testbed whose components run as processes here (restarted with other flags, files of
+# that layout); on a kubeadm testbed they would break it differently or not heal (python -m testbed up --bootstrap)
+PROCESSES_ONLY = frozenset({
+    "apiserver-cert-expiring", "apiserver-etcd-override-down", "apiserver-shutting-down", "cgroup-driver-mismatch",
+    "controller-manager-stop", "scheduler-stop", "kubeadm-config-cidr", "kubelet-cert-expired", "kubelet-port",
+    "kubelet-version", "memory-pressure", "runtime-second", "runtime-unshare", "cri-socket-remove",
+    "cri-socket-dockershim", "hostname-unresolvable", "pod-outside-cidr"})
+
+
 def inject(name: str, node: str | None = None, value: str | None = None) -> None:
     """Break one part of the testbed; recorded so heal() (or up) restores it. Injecting twice is a no-op."""
     fault = _get(name)
+    if name in PROCESSES_ONLY and bootstrap_mode() == "kubeadm":
+        raise TestbedError(f"fault {name} is made for the testbed of processes, not this kubeadm one; run it on "
+                           "python -m testbed up --bootstrap processes", code=2)
     if not apiserver_ready():
         raise TestbedError("the testbed is not up; run python -m testbed up", code=8)
     entries = _record()

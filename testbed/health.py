@@ -11,7 +11,16 @@ from typing import Any
 from . import faults, kube_router, net, proc
 from .kube import CONTROL_LEASES, coredns_available, http_ok, https_ok, kubectl, lease_fresh
 from .paths import STATE
-from .state import ADMIN_KUBECONFIG, SSH_KEY, cni_mode, containerd_address, current_version, nodes
+from .state import (
+    ADMIN_KUBECONFIG,
+    SSH_KEY,
+    api_server_url,
+    bootstrap_mode,
+    cni_mode,
+    containerd_address,
+    current_version,
+    nodes,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class Status:
     version: str | None  # None when there is no testbed here
     nodes: tuple[NodeInfo, ...]
     cni: str | None = None  # kube-router | bridge; None when there is no testbed here
+    bootstrap: str | None = None  # processes | kubeadm; None when there is no testbed here
 
     def unhealthy(self) -> list[Component]:
         return [c for c in self.components if not c.healthy]
@@ -81,11 +91,8 @@ def _leads(component: str) -> bool:
     return proc.pid_of(component) is not None and lease_fresh(component)
 
 
-def status() -> Status:
-    """Check every component now (a few seconds; nothing is changed)."""
-    all_nodes = nodes()
-    if not STATE.exists():
-        return Status(False, False, (), ADMIN_KUBECONFIG, SSH_KEY, None, ())
+def _process_control_plane() -> list[Component]:
+    """etcd, the API server, the controller manager and the scheduler as processes on the machine."""
     comps = []
     for name, fn in (("etcd", lambda: http_ok("http://127.0.0.1:2379/health")),
                      ("kube-apiserver", lambda: https_ok(f"https://127.0.0.1:{net.API_PORT}/readyz")),
@@ -99,6 +106,37 @@ def status() -> Status:
             detail = (f"running, but its kube-system Lease {name} is not renewed (started without leader election by "
                       "an older testbed? python -m testbed down, then up)")
         comps.append(Component(name, None, ok, detail))
+    return comps
+
+
+def _kubeadm_control_plane(control: net.Node) -> list[Component]:
+    """The static pods kubeadm made on CONTROL: the API server answering /readyz, each pod Running and Ready, and the
+    scheduler and the controller manager leading."""
+    from . import kubeadm
+
+    api_ok, api_detail = _check(lambda: https_ok(f"{api_server_url()}/readyz"))
+    waiting = kubeadm.static_pods_ready(control) if api_ok else []
+    comps = []
+    for name in kubeadm.CONTROL_PLANE_ORDER:
+        pod = f"{name}-{control.name}"
+        if not api_ok:
+            ok, detail = (False, api_detail) if name == "kube-apiserver" else (False, "unknown: the API server is down")
+        elif pod in waiting:
+            ok, detail = False, f"static pod kube-system/{pod} not Running and Ready"
+        elif name in CONTROL_LEASES and not lease_fresh(name):
+            ok, detail = False, f"static pod Ready, but its kube-system Lease {name} is not renewed"
+        else:
+            ok, detail = True, "ok"
+        comps.append(Component(name, control.name, ok, detail))
+    return comps
+
+
+def status() -> Status:
+    """Check every component now (a few seconds; nothing is changed)."""
+    all_nodes = nodes()
+    if not STATE.exists():
+        return Status(False, False, (), ADMIN_KUBECONFIG, SSH_KEY, None, ())
+    comps = _kubeadm_control_plane(all_nodes[0]) if bootstrap_mode() == "kubeadm" else _process_control_plane()
     api_up = comps[1].healthy
     node_objs: dict[str, dict[str, Any]] = {}
     if api_up:
@@ -127,4 +165,4 @@ def status() -> Status:
             f"{f.name}{'@' + f.node if f.node else ''}" for f in active)))
     healthy = bool(comps) and all(c.healthy for c in comps)
     return Status(healthy, api_up, tuple(comps), ADMIN_KUBECONFIG, SSH_KEY, current_version(),
-                  tuple(NodeInfo(n.name, n.ip, n.netns) for n in all_nodes), cni_mode())
+                  tuple(NodeInfo(n.name, n.ip, n.netns) for n in all_nodes), cni_mode(), bootstrap_mode())

@@ -8,10 +8,10 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from . import net, proc
+from . import proc
 from .errors import TestbedError
 from .paths import bin_dir
-from .state import ADMIN_KUBECONFIG, PKI, current_version, node_count
+from .state import ADMIN_KUBECONFIG, PKI, api_server_url, current_version, node_count
 
 
 def kubectl(*args: str, timeout: float = 60, check: bool = True, input: str | None = None,
@@ -58,7 +58,7 @@ def http_ok(url: str) -> bool:
 def apiserver_ready() -> bool:
     """The API server answers /readyz (what "up" means)."""
     try:
-        return https_ok(f"https://127.0.0.1:{net.API_PORT}/readyz")
+        return https_ok(f"{api_server_url()}/readyz")
     except Exception:  # not started, certificates not there yet, connection refused: not ready
         return False
 

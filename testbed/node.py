@@ -23,6 +23,7 @@ from .state import (
     ADMIN_KUBECONFIG,
     PKI,
     bind_source,
+    bootstrap_mode,
     containerd_address,
     created_dirs,
     current_version,
@@ -37,16 +38,22 @@ NODE_BINDS = ["/etc/cni/net.d", "/etc/sysctl.d", "/etc/modules-load.d", "/var/li
               "/var/lib/cni",  # host-local IPAM state: shared, both nodes' allocators reused IPs at once
               storage.VOLUME_ROOT]  # local-path-provisioner's volumes: on the node's own "disk"
 NODE_TOOLS = ["crictl", "kubelet", "kubectl"]  # on the node's PATH, as a kubeadm install leaves them
+KUBEADM_BINDS = ["/etc/kubernetes", "/var/lib/etcd"]  # what kubeadm writes into a node (bootstrap kubeadm only)
 NODE_FILE_BINDS = ["/etc/fstab", "/etc/hosts"]  # /etc/hosts: the machine's, plus the node's own name (node_hosts)
 # The checkout holding this package: the GPU plugin runs as `python -m testbed.gpu_plugin` from there.
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def node_binds() -> list[str]:
+    """The node-private folders of this testbed's bootstrap."""
+    return NODE_BINDS + (KUBEADM_BINDS if bootstrap_mode() == "kubeadm" else [])
 
 
 def _holder_script(node: net.Node) -> str:
     # Cut this mount namespace off from the machine's peer groups first (e.g. /run/netns is shared there),
     # so the binds below stay inside the node.
     lines = ["set -e", "mount --make-rprivate /", "mount --make-rshared /", f"hostname {node.name}"]
-    for target in NODE_BINDS + NODE_FILE_BINDS:
+    for target in node_binds() + NODE_FILE_BINDS:
         lines.append(f"mount --bind {bind_source(node, target)} {target}")
     lines += [f"touch {node_dir(node)}/holder.ready", "exec sleep infinity"]
     return "\n".join(lines) + "\n"
@@ -56,7 +63,7 @@ def prepare_node_fs(node: net.Node) -> None:
     """The node's private folders and config files, and its cgroup roots."""
     d = node_dir(node)
     created = created_dirs()
-    for target in NODE_BINDS:
+    for target in node_binds():
         src = bind_source(node, target)
         src.mkdir(parents=True, exist_ok=True)
         if not Path(target).exists():
@@ -102,11 +109,12 @@ def ensure_binds(node: net.Node) -> list[str]:
     added = []
     created = created_dirs()
     _write_file_binds(node)
-    for target in NODE_BINDS + NODE_FILE_BINDS:
+    dirs = node_binds()
+    for target in dirs + NODE_FILE_BINDS:
         if target in mounted:
             continue
         src = bind_source(node, target)
-        if target in NODE_BINDS:
+        if target in dirs:
             src.mkdir(parents=True, exist_ok=True)
             if not Path(target).exists():
                 Path(target).mkdir(parents=True)
@@ -250,6 +258,12 @@ def _stamped_image(name: str, binary: Path, spec: Callable[[], images.ImageSpec]
         archive = images.assemble(spec())
         stamp.write_text(src)
     return archive
+
+
+def import_archives(targets: list[net.Node], tars: dict[str, Path]) -> None:
+    """Import image archives into the containerd of each of TARGETS (at once; each skips what it has)."""
+    with ThreadPoolExecutor(len(targets)) as pool:
+        list(pool.map(lambda n: images.import_images(containerd_address(n), tars), targets))
 
 
 def extra_images(version: str, echo: Callable[[str], None]) -> dict[str, Path]:

@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-from . import build, faults, kube_router, net, proc, storage
-from .controlplane import apply_addons, ensure_pki, start_control_plane
+from . import build, faults, kube_router, kubeadm, net, proc, storage
+from .controlplane import apply_addons, ensure_pki, ensure_ssh, start_control_plane
 from .errors import TestbedError
 from .health import Status, status
 from .kube import CONTROL_LEASES, coredns_available, http_ok, lease_fresh, node_pod_cidrs, nodes_ready, wait
 from .node import (
     ensure_binds,
+    import_archives,
     import_images,
     prepare_node_fs,
     start_containerd,
@@ -30,8 +31,11 @@ from .node import (
 from .paths import CACHE, DEFAULT_VERSION, RUN, STATE
 from .state import (
     ADMIN_KUBECONFIG,
+    BOOTSTRAP_FILE,
     CNI_FILE,
     NODE_COUNT_FILE,
+    bootstrap_mode,
+    check_bootstrap,
     check_cni,
     check_node_count,
     cni_mode,
@@ -99,7 +103,8 @@ def ports_in_use(ports: dict[int, str] = CONTROL_PORTS) -> list[str]:
     return busy
 
 
-def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None = None) -> Status:
+def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None = None,
+       boot: str | None = None) -> Status:
     """Start whatever is not running (about 1 s when all is) and heal recorded faults; the final status.
 
     COUNT nodes (1..6; default: the count of the testbed here, else CLUSTERPROOF_TESTBED_NODES or 2) and CNI
@@ -108,6 +113,7 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None
     t0 = time.monotonic()
     want = check_node_count(count) if count is not None else node_count()
     want_cni = check_cni(cni) if cni is not None else cni_mode()
+    want_boot = check_bootstrap(boot) if boot is not None else bootstrap_mode()
     preflight(version)
     if STATE.exists() and version_file().exists() and current_version() != version:
         raise TestbedError(f"a testbed of {current_version()} is already here; run python -m testbed down first",
@@ -117,6 +123,9 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None
         down()
     if STATE.exists() and version_file().exists() and cni_mode() != want_cni:
         say(f"the testbed here runs the {cni_mode()} CNI: taking it down to bring up {want_cni}")
+        down()
+    if STATE.exists() and version_file().exists() and bootstrap_mode() != want_boot:
+        say(f"the testbed here was made by {bootstrap_mode()}: taking it down to bring one up by {want_boot}")
         down()
     st = status()
     if st.healthy:  # an active fault makes the status unhealthy: up heals it below
@@ -136,6 +145,9 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None
     version_file().write_text(version)
     NODE_COUNT_FILE.write_text(f"{want}\n")
     CNI_FILE.write_text(f"{want_cni}\n")
+    BOOTSTRAP_FILE.write_text(f"{want_boot}\n")
+    if want_boot == "kubeadm":
+        return _up_kubeadm(version, want_cni, t0)
     ensure_pki()
     all_nodes = nodes()
     net.setup_bridge()
@@ -155,6 +167,11 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None
         start_kube_proxy(node, version)
         start_sshd(node)
     _heal_recorded_faults()
+    return _network_addons_and_wait(all_nodes, want_cni, t0)
+
+
+def _network_addons_and_wait(all_nodes: list[net.Node], want_cni: str, t0: float) -> Status:
+    """Once every kubelet runs: the pod network, CoreDNS, storage and the GPU plugin; then wait until healthy."""
     wait("every node registered with a podCIDR", lambda: len(node_pod_cidrs()) == len(all_nodes), 90,
          logs=tuple(f"{n.name}-kubelet" for n in all_nodes))
     cidrs = node_pod_cidrs()
@@ -183,6 +200,38 @@ def up(version: str = DEFAULT_VERSION, count: int | None = None, cni: str | None
         raise TestbedError(f"testbed started but unhealthy: {'; '.join(bad)}", code=7)
     say(f"up in {time.monotonic() - t0:.1f}s; kubeconfig: {ADMIN_KUBECONFIG}")
     return st
+
+
+def _up_kubeadm(version: str, want_cni: str, t0: float) -> Status:
+    """kubeadm init on tb-node-1, join on the others (testbed/kubeadm.py); kube-proxy, sshd and the rest as with
+    processes."""
+    ensure_ssh()
+    all_nodes = nodes()
+    control, workers = all_nodes[0], all_nodes[1:]
+    net.setup_bridge()
+    for node in all_nodes:
+        net.setup_node(node, "cni0" if want_cni == "bridge" else kube_router.BRIDGE)
+        prepare_node_fs(node)
+        start_node_holder(node)
+    for node in all_nodes:
+        start_containerd(node)
+    import_images(all_nodes, version, echo=say)
+    # every node: kubeadm's preflight on a joining node asks for the pause image too
+    import_archives(all_nodes, kubeadm.image_archives(version, kubeadm.init_config_file(control, version)))
+    for node in all_nodes:
+        kubeadm.start_kubelet_unit(node, version)
+    kubeadm.init(control, version)
+    say(f"kubeadm init on {control.name} done")
+    kubeadm.join(workers, control, version)
+    if workers:
+        say(f"kubeadm join on {', '.join(n.name for n in workers)} done")
+    else:
+        kubeadm.untaint_single(control)
+    for node in all_nodes:
+        start_kube_proxy(node, version)
+        start_sshd(node)
+    kubeadm.wait_static_pods(control)
+    return _network_addons_and_wait(all_nodes, want_cni, t0)
 
 
 def _stop_outdated_control_plane() -> None:

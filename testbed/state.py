@@ -74,6 +74,37 @@ def cni_mode() -> str:
         return default_cni()
 
 
+BOOTSTRAP_FILE = STATE / "bootstrap"
+# how the cluster is made: each component started as a process here, or kubeadm init/join (testbed/kubeadm.py)
+BOOTSTRAPS = ("processes", "kubeadm")
+
+
+def check_bootstrap(raw: str, what: str = "--bootstrap") -> str:
+    if raw not in BOOTSTRAPS:
+        raise TestbedError(f"{what} takes one of {', '.join(BOOTSTRAPS)}, not {raw!r}", code=2)
+    return raw
+
+
+def bootstrap_mode() -> str:
+    """How the testbed here was made (recorded by up; none recorded: processes), else the default for the next up
+    (CLUSTERPROOF_TESTBED_BOOTSTRAP or processes)."""
+    try:
+        return check_bootstrap(BOOTSTRAP_FILE.read_text().strip(), str(BOOTSTRAP_FILE))
+    except OSError:
+        if (STATE / "version").exists():
+            return "processes"
+        return check_bootstrap(os.environ.get("CLUSTERPROOF_TESTBED_BOOTSTRAP", BOOTSTRAPS[0]),
+                               "CLUSTERPROOF_TESTBED_BOOTSTRAP")
+    except TestbedError:
+        return BOOTSTRAPS[0]
+
+
+def api_server_url() -> str:
+    """Where the machine reaches the API server: on the machine (processes), or on tb-node-1 (kubeadm)."""
+    host = net.nodes(1)[0].ip if bootstrap_mode() == "kubeadm" else "127.0.0.1"
+    return f"https://{host}:{net.API_PORT}"
+
+
 def nodes() -> list[net.Node]:
     """The testbed's nodes, tb-node-1 first."""
     return net.nodes(node_count())

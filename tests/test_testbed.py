@@ -292,3 +292,47 @@ def test_bridge_cni_comes_up_and_the_network_checks_pass_on_it(testbed, tmp_path
         back = testbed_cli("up", "--cni", "kube-router", timeout=900)
     assert back.returncode == 0, back.stderr
     assert json.loads(testbed_cli("status", "--json").stdout)["cni"] == "kube-router"
+
+
+@pytest.mark.lifecycle
+def test_kubeadm_bootstrap_comes_up_as_the_course_installs_and_the_suite_passes_on_it(testbed, tmp_path):
+    """`up --bootstrap kubeadm`: kubeadm init on tb-node-1 and join on tb-node-2 (static control-plane pods from
+    images built here, kubeadm-config, the control-plane role and taint, the cri-socket annotation), and the whole
+    suite (bin/clusterproof, as the README runs it) passes on it; then the default testbed comes back."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        t = time.monotonic()
+        up = testbed_cli("up", "--bootstrap", "kubeadm", timeout=900)
+        took = time.monotonic() - t
+        assert up.returncode == 0, (up.stdout + up.stderr)[-3000:]
+        st = json.loads(testbed_cli("status", "--json").stdout)
+        assert st["healthy"] and st["bootstrap"] == "kubeadm" and st["cni"] == "kube-router", st
+        cm = kubectl(st, "-n", "kube-system", "get", "configmap", "kubeadm-config", "-o", "json")
+        assert cm.returncode == 0, cm.stderr
+        cluster_cfg = json.loads(cm.stdout)["data"]["ClusterConfiguration"]
+        assert "podSubnet: 198.18.0.0/16" in cluster_cfg and "imageRepository: localhost/clusterproof" in cluster_cfg
+        nodes = {n["metadata"]["name"]: n for n in json.loads(kubectl(st, "get", "nodes", "-o", "json").stdout)["items"]}
+        control = nodes["tb-node-1"]
+        assert "node-role.kubernetes.io/control-plane" in control["metadata"]["labels"]
+        assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in control["spec"]["taints"]
+        for node in nodes.values():
+            assert node["metadata"]["annotations"]["kubeadm.alpha.kubernetes.io/cri-socket"] == \
+                "unix:///run/containerd/containerd.sock"
+        pods = json.loads(kubectl(st, "-n", "kube-system", "get", "pods", "-l", "tier=control-plane", "-o",
+                                  "json").stdout)["items"]
+        assert sorted(p["metadata"]["labels"]["component"] for p in pods) == [
+            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+        assert all(p["metadata"]["annotations"].get("kubernetes.io/config.source") == "file" for p in pods)
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        run = subprocess.run(["bin/clusterproof", "-p", "no:cacheprovider", f"--report-dir={tmp_path}"], cwd=root,
+                             capture_output=True, text=True, timeout=900, env=env, check=False)
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        failed = {c["id"]: c.get("verdict") for c in summary["checks"] if c["outcome"] in ("failed", "error")}
+        assert run.returncode == 0 and not failed, (failed, run.stdout[-3000:])
+        ran = {c["id"] for c in summary["checks"] if c["outcome"] == "passed"}
+        assert {"CP-001", "CP-002", "CP-003", "CP-004", "CNI-001", "NODE-001", "APP-004"} <= ran, sorted(ran)
+        print(f"kubeadm up {took:.1f}s")
+    finally:
+        back = testbed_cli("up", "--bootstrap", "processes", timeout=900)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(testbed_cli("status", "--json").stdout)["bootstrap"] == "processes"
