@@ -71,6 +71,9 @@ def start_control_plane(version: str) -> None:
     start_scheduler(version)
 
 
+SHUTDOWN_DELAY = 900
+
+
 def start_apiserver(version: str, extra: tuple[str, ...] = (), ready: str = "/readyz") -> None:
     """The API server unless it runs, waited on until READY answers 200; extra flags and another READY path
     (a health path that excludes the checks a fault breaks) are for faults."""
@@ -87,7 +90,10 @@ def start_apiserver(version: str, extra: tuple[str, ...] = (), ready: str = "/re
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={PKI}/sa.pub", f"--service-account-signing-key-file={PKI}/sa.key",
             "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-            "--allow-privileged=true", "--anonymous-auth=true", "--profiling=false", "--v=1", *extra])
+            "--allow-privileged=true", "--anonymous-auth=true", "--profiling=false",
+            # as an API server behind a load balancer runs: on SIGTERM it serves on this long while /readyz says it
+            # is going (the apiserver-shutting-down fault; the testbed itself stops it with SIGKILL)
+            f"--shutdown-delay-duration={SHUTDOWN_DELAY}s", "--v=1", *extra])
     wait(f"kube-apiserver {ready}", lambda: https_ok(f"https://127.0.0.1:{net.API_PORT}{ready}"), 90,
          logs=("kube-apiserver",))
 
