@@ -27,9 +27,9 @@ def _parser() -> argparse.ArgumentParser:
                          "node, no policy); default: the running testbed's, else kube-router; a testbed with another "
                          "CNI is taken down first")
     up.add_argument("--bootstrap", default=None, choices=BOOTSTRAPS,
-                    help="processes (each component started here) or kubeadm (kubeadm init on tb-node-1, join on "
-                         "the others; control plane as static pods); default: the running testbed's, else "
-                         "processes; a testbed made the other way is taken down first")
+                    help="kubeadm (kubeadm init on tb-node-1, join on the others; control plane as static pods) or "
+                         "processes (each component started here; what the fault matrix runs on); default: the "
+                         "running testbed's, else kubeadm; a testbed made the other way is taken down first")
     sub.add_parser("down", help="Stop everything the testbed started and remove its state")
     st = sub.add_parser("status", help="One line per component; exit 0 only when all are healthy")
     st.add_argument("--json", action="store_true", help="Print JSON instead")

@@ -76,7 +76,7 @@ def cni_mode() -> str:
 
 BOOTSTRAP_FILE = STATE / "bootstrap"
 # how the cluster is made: each component started as a process here, or kubeadm init/join (testbed/kubeadm.py)
-BOOTSTRAPS = ("processes", "kubeadm")
+BOOTSTRAPS = ("kubeadm", "processes")  # the first is the default
 
 
 def check_bootstrap(raw: str, what: str = "--bootstrap") -> str:
@@ -87,7 +87,7 @@ def check_bootstrap(raw: str, what: str = "--bootstrap") -> str:
 
 def bootstrap_mode() -> str:
     """How the testbed here was made (recorded by up; none recorded: processes), else the default for the next up
-    (CLUSTERPROOF_TESTBED_BOOTSTRAP or processes)."""
+    (CLUSTERPROOF_TESTBED_BOOTSTRAP or kubeadm, as the course installs)."""
     try:
         return check_bootstrap(BOOTSTRAP_FILE.read_text().strip(), str(BOOTSTRAP_FILE))
     except OSError:
@@ -96,7 +96,7 @@ def bootstrap_mode() -> str:
         return check_bootstrap(os.environ.get("CLUSTERPROOF_TESTBED_BOOTSTRAP", BOOTSTRAPS[0]),
                                "CLUSTERPROOF_TESTBED_BOOTSTRAP")
     except TestbedError:
-        return BOOTSTRAPS[0]
+        return "processes"
 
 
 def api_server_url() -> str:

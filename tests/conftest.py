@@ -40,10 +40,11 @@ def testbed() -> dict:
             pytest.fail(msg)
         pytest.skip(msg)
     doc = st.to_json()
-    if len(doc.get("nodes") or []) != 2 or doc.get("cni") != "kube-router":
-        msg = (f"the project's tests need the two-node kube-router testbed (faults name tb-node-2 and kube-router), "
-               f"this one has {len(doc.get('nodes') or [])} node(s) and {doc.get('cni')}: "
-               "python -m testbed up --nodes 2 --cni kube-router")
+    if len(doc.get("nodes") or []) != 2 or doc.get("cni") != "kube-router" or doc.get("bootstrap") != "processes":
+        msg = (f"the project's tests need the two-node kube-router testbed of processes (faults name tb-node-2 and "
+               f"kube-router, and restart components as processes), this one has {len(doc.get('nodes') or [])} "
+               f"node(s), {doc.get('cni')} and {doc.get('bootstrap')}: "
+               "python -m testbed up --nodes 2 --cni kube-router --bootstrap processes")
         if os.environ.get("CLUSTERPROOF_REQUIRE_TESTBED") == "1":
             pytest.fail(msg)
         pytest.skip(msg)

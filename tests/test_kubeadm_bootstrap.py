@@ -129,13 +129,16 @@ def kubeadm_only_unknown() -> set[str]:
 
 def test_bootstrap_choice_is_checked(monkeypatch, tmp_path: Path) -> None:
     assert state.check_bootstrap("kubeadm") == "kubeadm"
-    with pytest.raises(TestbedError, match="--bootstrap takes one of processes, kubeadm, not 'kind'") as exc:
+    with pytest.raises(TestbedError, match="--bootstrap takes one of kubeadm, processes, not 'kind'") as exc:
         state.check_bootstrap("kind")
     assert exc.value.code == 2
     monkeypatch.setattr(state, "BOOTSTRAP_FILE", tmp_path / "bootstrap")
     monkeypatch.setattr(state, "STATE", tmp_path)
+    monkeypatch.delenv("CLUSTERPROOF_TESTBED_BOOTSTRAP", raising=False)
+    assert state.bootstrap_mode() == "kubeadm"          # nothing here yet: the default for the next up, as the course
+    monkeypatch.setenv("CLUSTERPROOF_TESTBED_BOOTSTRAP", "processes")
+    assert state.bootstrap_mode() == "processes"
     monkeypatch.setenv("CLUSTERPROOF_TESTBED_BOOTSTRAP", "kubeadm")
-    assert state.bootstrap_mode() == "kubeadm"          # nothing here yet: the default for the next up
     assert state.api_server_url() == f"https://{net.nodes(1)[0].ip}:{net.API_PORT}"
     (tmp_path / "version").write_text("v1.35.4\n")
     assert state.bootstrap_mode() == "processes"        # a testbed from before --bootstrap: made of processes

@@ -262,42 +262,18 @@ def test_down_leaves_nothing_behind_and_up_comes_back(testbed):
     assert down.returncode == 0, down.stderr
     assert _leftovers(set()) == []
     t = time.monotonic()
-    up = testbed_cli("up", timeout=900)
+    up = testbed_cli("up", timeout=900)   # the default: kubeadm's testbed (the next test runs the suite on it)
     took_up = time.monotonic() - t
     assert up.returncode == 0, up.stderr
-    assert json.loads(testbed_cli("status", "--json").stdout)["healthy"]
+    st = json.loads(testbed_cli("status", "--json").stdout)
+    assert st["healthy"] and st["bootstrap"] == "kubeadm", st
     print(f"down {took_down:.1f}s, warm up {took_up:.1f}s")
-
-
-@pytest.mark.lifecycle
-def test_bridge_cni_comes_up_and_the_network_checks_pass_on_it(testbed, tmp_path):
-    """`up --cni bridge` replaces kube-router with the config-file bridge CNI (routes set by the testbed), and the
-    network area passes there with CNI-001 skipped (no agent pods); then the default testbed comes back."""
-    import nshosts
-
-    try:
-        up = testbed_cli("up", "--cni", "bridge", timeout=900)
-        assert up.returncode == 0, up.stderr
-        st = json.loads(testbed_cli("status", "--json").stdout)
-        assert st["healthy"] and st["cni"] == "bridge", st
-        run = nshosts.run_suite("--kubeconfig", st["kubeconfig"], "--ssh-key", st["ssh_key"], "suites/network",
-                                report_dir=tmp_path, timeout=600)
-        outcomes = {name: v.outcome for name, v in run.verdicts.items()}
-        assert outcomes and set(outcomes.values()) <= {"passed", "skipped"}, run.stdout[-3000:]
-        assert outcomes["test_cni_agents_ready_on_every_node"] == "skipped"
-        why = run.verdicts["test_cni_agents_ready_on_every_node"].message
-        assert "no CNI agent DaemonSet found" in why and "config-file CNI" in why
-        assert outcomes["test_pod_to_pod_between_every_node_pair"] == "passed"
-    finally:
-        back = testbed_cli("up", "--cni", "kube-router", timeout=900)
-    assert back.returncode == 0, back.stderr
-    assert json.loads(testbed_cli("status", "--json").stdout)["cni"] == "kube-router"
 
 
 @pytest.mark.lifecycle
 def test_kubeadm_bootstrap_comes_up_as_the_course_installs_and_the_suite_passes_on_it(testbed, tmp_path):
     """`up --bootstrap kubeadm`: kubeadm init on tb-node-1 and join on tb-node-2 (static control-plane pods from
-    images built here, kubeadm-config, the control-plane role and taint, the cri-socket annotation), and the whole
+    images built here, kubeadm-config, the control-plane role and taint, each kubelet's CRI socket), and the whole
     suite (bin/clusterproof, as the README runs it) passes on it; then the default testbed comes back."""
     root = Path(__file__).resolve().parent.parent
     try:
@@ -311,13 +287,20 @@ def test_kubeadm_bootstrap_comes_up_as_the_course_installs_and_the_suite_passes_
         assert cm.returncode == 0, cm.stderr
         cluster_cfg = json.loads(cm.stdout)["data"]["ClusterConfiguration"]
         assert "podSubnet: 198.18.0.0/16" in cluster_cfg and "imageRepository: localhost/clusterproof" in cluster_cfg
-        nodes = {n["metadata"]["name"]: n for n in json.loads(kubectl(st, "get", "nodes", "-o", "json").stdout)["items"]}
+        listed = json.loads(kubectl(st, "get", "nodes", "-o", "json").stdout)["items"]
+        nodes = {n["metadata"]["name"]: n for n in listed}
         control = nodes["tb-node-1"]
         assert "node-role.kubernetes.io/control-plane" in control["metadata"]["labels"]
         assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in control["spec"]["taints"]
-        for node in nodes.values():
-            assert node["metadata"]["annotations"]["kubeadm.alpha.kubernetes.io/cri-socket"] == \
-                "unix:///run/containerd/containerd.sock"
+        # kubeadm 1.35 no longer writes the kubeadm.alpha.kubernetes.io/cri-socket annotation (only clusters
+        # upgraded from old releases carry it; CRI-004 reads it there): each node's kubelet gets the socket in
+        # kubeadm-flags.env
+        for name in nodes:
+            flags = (Path("/var/lib/clusterproof-testbed/nodes") / name / "root" / "var-lib-kubelet" /
+                     "kubeadm-flags.env").read_text()
+            assert "--container-runtime-endpoint=unix:///run/containerd/containerd.sock" in flags or \
+                "containerRuntimeEndpoint" in (Path("/var/lib/clusterproof-testbed/nodes") / name / "root" /
+                                               "var-lib-kubelet" / "config.yaml").read_text(), flags
         pods = json.loads(kubectl(st, "-n", "kube-system", "get", "pods", "-l", "tier=control-plane", "-o",
                                   "json").stdout)["items"]
         assert sorted(p["metadata"]["labels"]["component"] for p in pods) == [
@@ -336,3 +319,29 @@ def test_kubeadm_bootstrap_comes_up_as_the_course_installs_and_the_suite_passes_
         back = testbed_cli("up", "--bootstrap", "processes", timeout=900)
     assert back.returncode == 0, back.stderr
     assert json.loads(testbed_cli("status", "--json").stdout)["bootstrap"] == "processes"
+
+
+@pytest.mark.lifecycle
+def test_bridge_cni_comes_up_and_the_network_checks_pass_on_it(testbed, tmp_path):
+    """`up --cni bridge` replaces kube-router with the config-file bridge CNI (routes set by the testbed), and the
+    network area passes there with CNI-001 skipped (no agent pods); then the default testbed comes back."""
+    import nshosts
+
+    try:
+        up = testbed_cli("up", "--cni", "bridge", "--bootstrap", "processes", timeout=900)
+        assert up.returncode == 0, up.stderr
+        st = json.loads(testbed_cli("status", "--json").stdout)
+        assert st["healthy"] and st["cni"] == "bridge", st
+        run = nshosts.run_suite("--kubeconfig", st["kubeconfig"], "--ssh-key", st["ssh_key"], "suites/network",
+                                report_dir=tmp_path, timeout=600)
+        outcomes = {name: v.outcome for name, v in run.verdicts.items()}
+        assert outcomes and set(outcomes.values()) <= {"passed", "skipped"}, run.stdout[-3000:]
+        assert outcomes["test_cni_agents_ready_on_every_node"] == "skipped"
+        why = run.verdicts["test_cni_agents_ready_on_every_node"].message
+        assert "no CNI agent DaemonSet found" in why and "config-file CNI" in why
+        assert outcomes["test_pod_to_pod_between_every_node_pair"] == "passed"
+    finally:
+        back = testbed_cli("up", "--cni", "kube-router", "--bootstrap", "processes", timeout=900)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(testbed_cli("status", "--json").stdout)["cni"] == "kube-router"
+
