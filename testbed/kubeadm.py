@@ -1,15 +1,17 @@
-"""The testbed bootstrapped by kubeadm, as the course installs a cluster: `python -m testbed up --bootstrap kubeadm`.
+"""The testbed bootstrapped by kubeadm, as the course installs a cluster: `python -m testbed up` (the default
+bootstrap; `--bootstrap processes` starts each component as a process instead).
 
 `kubeadm init` runs inside tb-node-1 (its own network, mount and UTS namespaces, as kind runs kubeadm inside its
 node containers) and `kubeadm join` inside every other node. kubeadm writes the certificates, the kubeconfigs and
 the static pod manifests of etcd and the control plane into the node's own /etc/kubernetes, the kubelet runs
 them from images assembled here from the built binaries (imageRepository localhost/clusterproof), uploads
-kubeadm-config and kubelet-config, labels and taints the control-plane node and annotates each node's CRI socket.
+kubeadm-config and kubelet-config, and labels and taints the control-plane node (kubeadm 1.35 writes no
+cri-socket annotation any more: each kubelet gets the socket in kubeadm-flags.env).
 
 There is no systemd on this machine. kubeadm's systemd drop-in makes the kubelet unit wait, restarting, until
 kubeadm has written /var/lib/kubelet/config.yaml and kubeadm-flags.env, then runs the kubelet with them; each
 node's kubelet runs under a small shell supervisor here that does the same (kubelet_unit_script). The two
-add-ons kubeadm would deploy from registry images are the testbed's own, as with `--bootstrap processes`: CoreDNS
+add-ons kubeadm would deploy are off (dns.disabled, proxy.disabled); the testbed runs its own, as with processes: CoreDNS
 (testbed/configs.py; kubeadm's Corefile forwards to the node's resolv.conf, a loop on this machine) and kube-proxy
 as a process on every node with a client certificate from kubeadm's CA. kubeadm's preflight runs with only the
 ignores this machine forces (PREFLIGHT_IGNORES).
@@ -17,6 +19,7 @@ ignores this machine forces (PREFLIGHT_IGNORES).
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import shutil
 import subprocess
@@ -43,8 +46,6 @@ LOG_DIR = STATE / "logs"
 # What this machine forces kubeadm's preflight to let pass (named in the README):
 #   SystemVerification: cgroup v1 (the machine boots it; kubelet >= 1.35 needs failCgroupV1: false)
 PREFLIGHT_IGNORES = ("SystemVerification",)
-# Files that only kubeadm writes into a node: init or join has run there
-JOINED_MARK = "/etc/kubernetes/kubelet.conf"
 
 
 def control_plane_image(name: str, tag: str) -> str:
@@ -223,6 +224,7 @@ def start_kubelet_unit(node: net.Node, version: str) -> None:
 
 
 def joined(node: net.Node) -> bool:
+    """kubeadm init or join has run in NODE: the kubelet's kubeconfig, which only kubeadm writes there, exists."""
     return (bind_source(node, "/etc/kubernetes") / "kubelet.conf").exists()
 
 
@@ -283,8 +285,6 @@ def untaint_single(control: net.Node) -> None:
 
 def static_pods_ready(control: net.Node) -> list[str]:
     """The control-plane static pods on CONTROL that are not Running and Ready (all when they cannot be read)."""
-    import json
-
     r = kubectl("-n", "kube-system", "get", "pods", "-o", "json", check=False)
     want = [f"{c}-{control.name}" for c in CONTROL_PLANE]
     if r.returncode != 0:
