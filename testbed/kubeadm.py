@@ -11,10 +11,10 @@ cri-socket annotation any more: each kubelet gets the socket in kubeadm-flags.en
 There is no systemd on this machine. kubeadm's systemd drop-in makes the kubelet unit wait, restarting, until
 kubeadm has written /var/lib/kubelet/config.yaml and kubeadm-flags.env, then runs the kubelet with them; each
 node's kubelet runs under a small shell supervisor here that does the same (kubelet_unit_script). The two
-add-ons kubeadm would deploy are off (dns.disabled, proxy.disabled); the testbed runs its own, as with processes: CoreDNS
-(testbed/configs.py; kubeadm's Corefile forwards to the node's resolv.conf, a loop on this machine) and kube-proxy
-as a process on every node with a client certificate from kubeadm's CA. kubeadm's preflight runs with only the
-ignores this machine forces (PREFLIGHT_IGNORES).
+add-ons kubeadm would deploy are off (dns.disabled, proxy.disabled); the testbed runs its own, as with processes:
+CoreDNS (testbed/configs.py; kubeadm's Corefile forwards to the node's resolv.conf, a loop on this machine) and
+kube-proxy as a process on every node with a client certificate from kubeadm's CA. kubeadm's preflight runs with
+only the ignores this machine forces (PREFLIGHT_IGNORES).
 """
 from __future__ import annotations
 
