@@ -10,11 +10,8 @@ import json
 import os
 import shlex
 import signal
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +25,7 @@ from .kube import (
     apiserver_ready,
     coredns_available,
     http_ok,
+    https_get,
     kubectl,
     lease_holder,
     node_pod_cidrs,
@@ -38,6 +36,7 @@ from .node import node_exec, start_containerd, start_gpu_plugin, start_kube_prox
 from .paths import STATE, bin_dir
 from .state import (
     PKI,
+    api_server_url,
     bind_source,
     bootstrap_mode,
     cni_mode,
@@ -837,13 +836,8 @@ def _etcd_override_down(node: None, value: str | None) -> None:
 
 
 def _readyz_failing_on_shutdown() -> bool:
-    ctx = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
-    ctx.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
-    try:
-        with urllib.request.urlopen(f"https://127.0.0.1:{net.API_PORT}/readyz?verbose", context=ctx, timeout=3):
-            return False
-    except urllib.error.HTTPError as exc:
-        return "[-]shutdown" in exc.read().decode(errors="replace")
+    status, body = https_get(f"{api_server_url()}/readyz?verbose")
+    return status != 200 and "[-]shutdown" in body
 
 
 # the default/kubernetes Service's endpoints, which a terminating API server takes itself out of

@@ -115,7 +115,7 @@ def _kubeadm_control_plane(control: net.Node) -> list[Component]:
     from . import kubeadm
 
     api_ok, api_detail = _check(lambda: https_ok(f"{api_server_url()}/readyz"))
-    waiting = kubeadm.static_pods_ready(control) if api_ok else []
+    waiting = kubeadm.static_pods_not_ready(control) if api_ok else []
     comps = []
     for name in kubeadm.CONTROL_PLANE_ORDER:
         pod = f"{name}-{control.name}"

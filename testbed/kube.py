@@ -5,6 +5,7 @@ import json
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 
@@ -42,12 +43,32 @@ def wait(what: str, cond: Callable[[], bool], timeout: float, interval: float = 
                        f"{f' (last error: {last})' if last else ''}{'; ' + tails if tails else ''}", code=7)
 
 
-def https_ok(url: str) -> bool:
-    """GET URL with the admin client certificate, trusting only the testbed's CA."""
+def _admin_tls() -> ssl.SSLContext:
+    """The admin client certificate, trusting only the testbed's CA."""
     ctx = ssl.create_default_context(cafile=str(PKI / "ca.crt"))
     ctx.load_cert_chain(str(PKI / "admin.crt"), str(PKI / "admin.key"))
-    with urllib.request.urlopen(url, context=ctx, timeout=3) as r:
+    return ctx
+
+
+def https_get(url: str) -> tuple[int, str]:
+    """GET URL as the admin: (HTTP status, body); an error status is an answer too, a failed connection raises."""
+    try:
+        with urllib.request.urlopen(url, context=_admin_tls(), timeout=3) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def https_ok(url: str) -> bool:
+    """GET URL with the admin client certificate, trusting only the testbed's CA."""
+    with urllib.request.urlopen(url, context=_admin_tls(), timeout=3) as r:
         return bool(r.status == 200)
+
+
+def pod_ready(pod: dict) -> bool:
+    """A pod (as the API returns it) whose Ready condition is True."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
 
 
 def http_ok(url: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from . import images, net
 from .errors import TestbedError
 from .images import ImageSpec, Layer
-from .kube import kubectl, wait
+from .kube import kubectl, pod_ready, wait
 from .paths import KUBE_ROUTER_VERSION
 
 IMAGE = f"localhost/clusterproof/kube-router:{KUBE_ROUTER_VERSION}"
@@ -229,7 +229,6 @@ def ready_nodes() -> set[str]:
     for pod in json.loads(r.stdout).get("items", []):
         if pod["metadata"].get("deletionTimestamp"):
             continue
-        conds = pod.get("status", {}).get("conditions") or []
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
+        if pod_ready(pod):
             out.add(pod.get("spec", {}).get("nodeName", ""))
     return out - {""}

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from . import images, net, pki, proc
 from .errors import TestbedError
 from .images import ImageSpec, Layer
-from .kube import kubectl, wait
+from .kube import kubectl, pod_ready, wait
 from .paths import STATE, bin_dir
 from .state import ADMIN_KUBECONFIG, PKI, bind_source, node_dir
 
@@ -283,20 +283,16 @@ def untaint_single(control: net.Node) -> None:
         raise TestbedError(f"removing the control-plane taint from {control.name}: {r.stderr.strip()[:300]}", code=6)
 
 
-def static_pods_ready(control: net.Node) -> list[str]:
+def static_pods_not_ready(control: net.Node) -> list[str]:
     """The control-plane static pods on CONTROL that are not Running and Ready (all when they cannot be read)."""
     r = kubectl("-n", "kube-system", "get", "pods", "-o", "json", check=False)
     want = [f"{c}-{control.name}" for c in CONTROL_PLANE]
     if r.returncode != 0:
         return want
-    ready = set()
-    for pod in json.loads(r.stdout).get("items", []):
-        conds = pod.get("status", {}).get("conditions") or []
-        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds):
-            ready.add(pod["metadata"]["name"])
+    ready = {pod["metadata"]["name"] for pod in json.loads(r.stdout).get("items", []) if pod_ready(pod)}
     return [p for p in want if p not in ready]
 
 
 def wait_static_pods(control: net.Node) -> None:
-    wait("the control-plane static pods Running and Ready", lambda: not static_pods_ready(control), 120, 1)
+    wait("the control-plane static pods Running and Ready", lambda: not static_pods_not_ready(control), 120, 1)
 
